@@ -1,0 +1,190 @@
+//! Who is calling: credentials from the request (Bearer or Tower's `Token` header, HTTP
+//! Basic), password checks with lockout, and the [`Caller`] extractor handlers ask for.
+
+pub mod lockout;
+pub mod password;
+pub mod token;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::AppState;
+use crate::clock::{Micros, seconds_until};
+use crate::error::{ApiError, ApiResult};
+use crate::sessions::{self, EndReason};
+use crate::users::{User, store as users};
+
+pub const AUTH_TOKEN_TIMEOUT: HeaderName = HeaderName::from_static("auth-token-timeout");
+pub const SESSION_QUIET: &str = "x-session-quiet";
+
+/// Credentials as presented. `Debug` never shows the secrets.
+pub enum Credentials {
+    Token(String),
+    Basic { username: String, password: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Token(_) => f.write_str("Token([redacted])"),
+            Credentials::Basic { username, .. } => write!(f, "Basic({username}, [redacted])"),
+        }
+    }
+}
+
+/// Reads the `Authorization` header. `Ok(None)` when there is none (or its scheme is not
+/// one Bouncer knows).
+pub fn credentials(headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
+    let Some(value) = headers.get(AUTHORIZATION) else { return Ok(None) };
+    let value = value.to_str().map_err(|_| ApiError::SessionEnded(EndReason::InvalidToken))?;
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+        if rest.is_empty() || rest.contains(' ') {
+            return Err(ApiError::SessionEnded(EndReason::InvalidToken));
+        }
+        Ok(Some(Credentials::Token(rest.to_owned())))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD.decode(rest).ok().and_then(|bytes| String::from_utf8(bytes).ok());
+        let (username, password) =
+            decoded.as_deref().and_then(|pair| pair.split_once(':')).ok_or(ApiError::InvalidCredentials)?;
+        Ok(Some(Credentials::Basic { username: username.to_owned(), password: password.to_owned() }))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Checks a username and password (login or HTTP Basic), with the lockout and the same
+/// argon2 work whether or not the user exists. Returns the user's id.
+#[tracing::instrument(skip_all)]
+pub async fn check_password(state: &AppState, username: &str, password: &str) -> ApiResult<i64> {
+    let settings = state.settings.current();
+    lockout::reserve_attempt(&state.db, username, state.clock.now(), &settings).await?;
+    let found = users::credentials(&state.db, username).await?;
+    let matches = state.passwords.verify(password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
+    match found {
+        Some((id, _, true)) if matches => {
+            lockout::clear(&state.db, username, &settings).await?;
+            Ok(id)
+        }
+        _ => {
+            tracing::info!(username, "login failed: invalid credentials");
+            Err(ApiError::InvalidCredentials)
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    /// The session of a token-authenticated request; `None` for HTTP Basic.
+    pub session: Option<SessionAuth>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionAuth {
+    pub id: i64,
+    /// When the session ends if it stays idle from now.
+    pub ends_at: Micros,
+}
+
+impl Caller {
+    pub fn require_superuser(&self) -> ApiResult<()> {
+        if self.user.is_superuser { Ok(()) } else { Err(ApiError::PermissionDenied) }
+    }
+
+    /// Superusers and system auditors may read everything.
+    pub fn require_reader(&self) -> ApiResult<()> {
+        if self.user.is_superuser || self.user.is_system_auditor { Ok(()) } else { Err(ApiError::PermissionDenied) }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
+        let caller = match credentials(&parts.headers)? {
+            None => return Err(ApiError::NotAuthenticated),
+            Some(Credentials::Token(token)) => {
+                let quiet = parts.headers.get(SESSION_QUIET).is_some_and(|v| v.as_bytes() == b"1");
+                sessions::authenticate(state, &token, quiet).await?
+            }
+            Some(Credentials::Basic { username, password }) => {
+                if !state.settings.current().basic_enabled {
+                    return Err(ApiError::BasicAuthDisabled);
+                }
+                let id = check_password(state, &username, &password).await?;
+                let user = users::by_id(&state.db, id).await?.ok_or(ApiError::InvalidCredentials)?;
+                Caller { user, session: None }
+            }
+        };
+        if let (Some(session), Some(slot)) = (caller.session, parts.extensions.get::<TimeoutSlot>()) {
+            let _ = slot.0.set(seconds_until(state.clock.now(), session.ends_at));
+        }
+        Ok(caller)
+    }
+}
+
+/// Where the extractor leaves the session's remaining idle time for the response header.
+#[derive(Clone, Default)]
+struct TimeoutSlot(Arc<OnceLock<i64>>);
+
+/// Adds `Auth-Token-Timeout` to every response of a token-authenticated request.
+pub async fn timeout_header(mut request: Request, next: Next) -> Response {
+    let slot = TimeoutSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    if let Some(&seconds) = slot.0.get() {
+        response.headers_mut().insert(AUTH_TOKEN_TIMEOUT, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// Where a request comes from, for the session record.
+#[derive(Debug, Clone, Default)]
+pub struct ClientMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl FromRequestParts<AppState> for ClientMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ClientMeta, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ip = peer.map(|peer| client_ip(peer, &parts.headers, &state.config.trusted_proxies));
+        let user_agent = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(512).collect());
+        Ok(ClientMeta { ip: ip.map(|ip| ip.to_string()), user_agent })
+    }
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy, in which case the
+/// right-most address of `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
+}

@@ -1,0 +1,112 @@
+//! Password hashing with argon2id, off the async runtime and with bounded parallelism, so
+//! a login storm queues for the hasher instead of starving every other request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+/// argon2id cost parameters (`BOUNCER_ARGON2_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// How many hashes may run at once (default: the number of cores).
+    pub max_concurrent: usize,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Argon2Config {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+pub struct Passwords {
+    argon2: Argon2<'static>,
+    /// A hash of a random password with the current parameters, verified for unknown users
+    /// so that they cost the same work as a wrong password.
+    dummy_hash: String,
+    permits: Semaphore,
+    verifications: AtomicU64,
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passwords").field("verifications", &self.verifications()).finish_non_exhaustive()
+    }
+}
+
+impl Passwords {
+    pub fn new(config: Argon2Config) -> anyhow::Result<Arc<Passwords>> {
+        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
+            .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let random = crate::auth::token::random_bytes::<32>();
+        let dummy_hash = argon2.hash_password(&random).map_err(|e| anyhow::anyhow!("argon2: {e}"))?.to_string();
+        Ok(Arc::new(Passwords {
+            argon2,
+            dummy_hash,
+            permits: Semaphore::new(config.max_concurrent.max(1)),
+            verifications: AtomicU64::new(0),
+        }))
+    }
+
+    /// How many password verifications ran since start (real or dummy): the evidence that
+    /// an unknown user costs the same argon2 work as a wrong password.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn hash(self: &Arc<Self>, password: &str) -> anyhow::Result<String> {
+        let password = password.to_owned();
+        let this = Arc::clone(self);
+        self.run(move || {
+            this.argon2
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| anyhow::anyhow!("argon2: {e}"))
+        })
+        .await?
+    }
+
+    /// Verifies `password` against `hash`, or against the dummy hash when there is none
+    /// (unknown user), doing the same work either way.
+    #[tracing::instrument(skip_all)]
+    pub async fn verify(self: &Arc<Self>, password: &str, hash: Option<&str>) -> anyhow::Result<bool> {
+        let password = password.to_owned();
+        let real = hash.is_some();
+        let hash = hash.unwrap_or(&self.dummy_hash).to_owned();
+        let this = Arc::clone(self);
+        self.run(move || {
+            this.verifications.fetch_add(1, Ordering::Relaxed);
+            let ok = match PasswordHash::new(&hash) {
+                Ok(parsed) => this.argon2.verify_password(password.as_bytes(), &parsed).is_ok(),
+                Err(_) => {
+                    // A corrupt stored hash: do the work anyway so it looks like any failure.
+                    let _ = this.argon2.verify_password(
+                        password.as_bytes(),
+                        &PasswordHash::new(&this.dummy_hash).expect("dummy hash parses"),
+                    );
+                    false
+                }
+            };
+            ok && real
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        let _permit = self.permits.acquire().await?;
+        Ok(tokio::task::spawn_blocking(work).await?)
+    }
+}

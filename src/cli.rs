@@ -1,0 +1,253 @@
+//! The command line: `bouncer serve` (the default), `bouncer migrate`,
+//! `bouncer user create|passwd|list`, `bouncer openapi`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::clock::SystemClock;
+use crate::config::{Config, DbArgs, ServeArgs};
+use crate::db::{Db, PoolConfig};
+use crate::error::ApiError;
+use crate::users::{self, Password, Username, store};
+use crate::{AppState, app, sessions};
+
+#[derive(Debug, Parser)]
+#[command(name = "bouncer", version, about = "Session limits, idle expiry and logout reasons behind a REST API")]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default command).
+    Serve(ServeArgs),
+    /// Create or update the database schema, then exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from BOUNCER_PASSWORD, or asked for.
+    Create {
+        username: String,
+        /// Make the user a superuser.
+        #[arg(long)]
+        superuser: bool,
+        /// Make the user a system auditor (reads everything, changes nothing).
+        #[arg(long)]
+        auditor: bool,
+    },
+    /// Set a user's password (ends the user's sessions). Read from BOUNCER_PASSWORD, or asked for.
+    Passwd { username: String },
+    /// List users.
+    List,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Openapi) => {
+            println!("{}", openapi_json());
+            Ok(())
+        }
+        Some(Command::Migrate) => {
+            let db = connect(&cli.db).await?;
+            println!("database is up to date ({})", db.kind());
+            Ok(())
+        }
+        Some(Command::User(command)) => {
+            let db = connect(&cli.db).await?;
+            let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
+            user_command(&state, command).await
+        }
+        Some(Command::Serve(serve)) => run_server(&cli.db, &serve).await,
+        None => {
+            let serve = ServeArgs::from_env();
+            run_server(&cli.db, &serve).await
+        }
+    }
+}
+
+/// The OpenAPI document as the committed `openapi/openapi.json` holds it.
+pub fn openapi_json() -> String {
+    crate::openapi().to_pretty_json().expect("the OpenAPI document serialises")
+}
+
+impl ServeArgs {
+    /// `serve`'s options when the command is left out (from the environment and defaults).
+    fn from_env() -> ServeArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Only::parse_from(["bouncer"]).serve
+    }
+}
+
+async fn connect(args: &DbArgs) -> anyhow::Result<Db> {
+    let pool = PoolConfig { max_connections: args.db_max_connections, ..PoolConfig::default() };
+    let db = Db::connect(&args.database_url, &pool)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&args.database_url)))?;
+    db.migrate().await.context("cannot apply the database migrations")?;
+    Ok(db)
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{}@{}", &url[..scheme], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn run_server(db_args: &DbArgs, serve: &ServeArgs) -> anyhow::Result<()> {
+    let config = Config::new(db_args, Some(serve))?;
+    let db = connect(db_args).await?;
+    let state = AppState::new(db, config, Arc::new(SystemClock)).await?;
+    bootstrap_admin(&state, serve).await?;
+    let listener =
+        tokio::net::TcpListener::bind(serve.bind).await.with_context(|| format!("cannot listen on {}", serve.bind))?;
+    tracing::info!(address = %listener.local_addr()?, database = state.db.kind(), "listening");
+    let sweeper = tokio::spawn(sessions::sweeper::run(state.clone(), state.config.sweep_interval));
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
+    sweeper.abort();
+    state.db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// On first start (no users), creates the superuser, generating its password if none given.
+async fn bootstrap_admin(state: &AppState, serve: &ServeArgs) -> anyhow::Result<()> {
+    if store::count(&state.db).await? > 0 {
+        return Ok(());
+    }
+    let username =
+        Username::parse(&serve.admin_username).map_err(|m| anyhow::anyhow!("BOUNCER_ADMIN_USERNAME: {m}"))?;
+    let (password, generated) = match &serve.admin_password {
+        Some(password) => {
+            (Password::parse(password).map_err(|m| anyhow::anyhow!("BOUNCER_ADMIN_PASSWORD: {m}"))?, false)
+        }
+        None => {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::auth::token::random_bytes::<18>());
+            (Password::parse(&raw).expect("24 characters"), true)
+        }
+    };
+    match users::create(state, &username, &password, true, false).await {
+        Ok(_) => {}
+        // Another instance created it first.
+        Err(ApiError::Validation(_)) => return Ok(()),
+        Err(err) => return Err(anyhow::anyhow!("cannot create the first superuser: {err}")),
+    }
+    if generated {
+        // Printed once, to the terminal, never to the log.
+        eprintln!(
+            "\nCreated the superuser {:?} with the generated password:\n\n    {}\n\n\
+             Write it down now: it will not be shown again. Change it with `bouncer user passwd {}`.\n",
+            username.as_str(),
+            password.expose(),
+            username.as_str()
+        );
+    } else {
+        eprintln!("Created the superuser {:?} from BOUNCER_ADMIN_PASSWORD.", username.as_str());
+    }
+    Ok(())
+}
+
+async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Create { username, superuser, auditor } => {
+            let username = Username::parse(&username).map_err(|m| anyhow::anyhow!("username: {m}"))?;
+            if store::by_username(&state.db, username.as_str()).await?.is_some() {
+                anyhow::bail!("username: A user with that username already exists.");
+            }
+            let password = read_password()?;
+            let user = users::create(state, &username, &password, superuser, auditor).await.map_err(describe)?;
+            println!("created user {} (id {})", user.username, user.id);
+        }
+        UserCommand::Passwd { username } => {
+            let user = store::by_username(&state.db, &username)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))?;
+            let password = read_password()?;
+            let changes = users::Changes { password: Some(password), ..Default::default() };
+            users::update(state, user.id, &changes, None).await.map_err(describe)?;
+            println!("password of {} changed; the user's sessions have ended", user.username);
+        }
+        UserCommand::List => {
+            let users = store::list(&state.db, i64::MAX, 0).await?;
+            println!("{:>6}  {:<30} {:<8} {:<10} {:<8}", "ID", "USERNAME", "ACTIVE", "SUPERUSER", "AUDITOR");
+            for u in users {
+                println!(
+                    "{:>6}  {:<30} {:<8} {:<10} {:<8}",
+                    u.id, u.username, u.is_active, u.is_superuser, u.is_system_auditor
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Turns an API error into a message for the terminal.
+fn describe(err: ApiError) -> anyhow::Error {
+    match err {
+        ApiError::Validation(fields) => anyhow::anyhow!(
+            "{}",
+            fields.iter().map(|(k, v)| format!("{k}: {}", v.join(" "))).collect::<Vec<_>>().join("; ")
+        ),
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+/// The password from BOUNCER_PASSWORD, from a prompt (typed twice, not echoed), or from
+/// the first line of standard input.
+fn read_password() -> anyhow::Result<Password> {
+    let raw = if let Ok(password) = std::env::var("BOUNCER_PASSWORD") {
+        password
+    } else if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Password (again): ")?;
+        anyhow::ensure!(first == second, "the two passwords differ");
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    let _ = std::io::stderr().flush();
+    Password::parse(&raw).map_err(|m| anyhow::anyhow!("password: {m}"))
+}

@@ -1,0 +1,117 @@
+//! Process configuration: environment variables and command-line flags, read and checked
+//! once at start-up. (Session settings are not here: they live in `settings/`.)
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::auth::password::Argon2Config;
+
+/// Options shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Database: `sqlite://PATH` (created on first start) or `postgres://...`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bouncer.db", global = true)]
+    pub database_url: String,
+
+    /// Maximum connections in the database pool.
+    #[arg(long, env = "BOUNCER_DB_MAX_CONNECTIONS", default_value_t = 8, global = true)]
+    pub db_max_connections: u32,
+
+    /// argon2id memory cost in KiB.
+    #[arg(long, env = "BOUNCER_ARGON2_MEMORY_KIB", default_value_t = 19_456, global = true)]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations.
+    #[arg(long, env = "BOUNCER_ARGON2_ITERATIONS", default_value_t = 2, global = true)]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes.
+    #[arg(long, env = "BOUNCER_ARGON2_PARALLELISM", default_value_t = 1, global = true)]
+    pub argon2_parallelism: u32,
+
+    /// How many password hashes may run at once (default: the number of cores).
+    #[arg(long, env = "BOUNCER_ARGON2_MAX_CONCURRENT", global = true)]
+    pub argon2_max_concurrent: Option<usize>,
+}
+
+/// Options of `bouncer serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BOUNCER_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Seconds ended sessions are kept (with their reason) before they are deleted.
+    #[arg(long, env = "BOUNCER_SESSION_RETENTION", default_value_t = 2_592_000)]
+    pub session_retention: i64,
+
+    /// Seconds between two passes of the sweeper.
+    #[arg(long, env = "BOUNCER_SWEEP_INTERVAL", default_value_t = 5)]
+    pub sweep_interval: u64,
+
+    /// Proxies whose X-Forwarded-For is believed: comma-separated addresses or CIDR ranges.
+    #[arg(long, env = "BOUNCER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Username of the superuser created on first start, when there are no users.
+    #[arg(long, env = "BOUNCER_ADMIN_USERNAME", default_value = "admin")]
+    pub admin_username: String,
+
+    /// Password of that superuser; without it one is generated and printed once.
+    #[arg(long, env = "BOUNCER_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+}
+
+fn parse_net(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{raw:?} is not an IP address or CIDR range"))
+}
+
+/// What the running application needs to know about its process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub argon2: Argon2Config,
+    pub session_retention_secs: i64,
+    pub sweep_interval: Duration,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            argon2: Argon2Config::default(),
+            session_retention_secs: 2_592_000,
+            sweep_interval: Duration::from_secs(5),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl DbArgs {
+    pub fn argon2(&self) -> Argon2Config {
+        Argon2Config {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+            max_concurrent: self.argon2_max_concurrent.unwrap_or(Argon2Config::default().max_concurrent),
+        }
+    }
+}
+
+impl Config {
+    pub fn new(db: &DbArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
+        let mut config = Config { argon2: db.argon2(), ..Config::default() };
+        if let Some(serve) = serve {
+            anyhow::ensure!(serve.session_retention >= 0, "BOUNCER_SESSION_RETENTION must be 0 or more seconds");
+            anyhow::ensure!(serve.sweep_interval >= 1, "BOUNCER_SWEEP_INTERVAL must be at least 1 second");
+            config.session_retention_secs = serve.session_retention;
+            config.sweep_interval = Duration::from_secs(serve.sweep_interval);
+            config.trusted_proxies = serve.trusted_proxies.clone();
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,139 @@
+//! Bouncer: a session-limits server. [`app`] builds the router over an [`AppState`]; the
+//! binary (`main.rs`) only parses the command line and calls [`cli::run`].
+
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod pagination;
+mod root;
+pub mod sessions;
+pub mod settings;
+pub mod users;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::password::Passwords;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::sessions::Events;
+use crate::settings::Settings;
+
+/// Largest request body accepted (413 beyond).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub clock: SharedClock,
+    pub events: Events,
+    pub passwords: Arc<Passwords>,
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    /// Builds the state over a migrated database, loading the stored settings.
+    pub async fn new(db: Db, config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
+        let snapshot = settings::load(&db).await?;
+        Ok(AppState {
+            passwords: Passwords::new(config.argon2)?,
+            db,
+            settings: Settings::new(snapshot),
+            clock,
+            events: Events::default(),
+            config: Arc::new(config),
+        })
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Bouncer", description = "Session limits, idle expiry and logout reasons behind a REST API."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Log in and out"),
+        (name = "sessions", description = "Your sessions"),
+        (name = "users", description = "Users and their sessions"),
+        (name = "settings", description = "Session settings"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        }
+    }
+}
+
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(root::router())
+        .merge(sessions::router())
+        .merge(users::router())
+        .merge(settings::router())
+}
+
+/// The OpenAPI document, generated from the routes (committed as `openapi/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (router, api) = routes().split_for_parts();
+    router
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(auth::timeout_header))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Gives the errors that axum's own extractors produce (a bad path or query parameter, ...)
+/// the API's JSON shape.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, BODY_LIMIT).await.unwrap_or_default();
+    let detail = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("Error").to_owned() + ".",
+        text => text.to_owned(),
+    };
+    let mut fixed = (status, axum::Json(serde_json::json!({ "detail": detail }))).into_response();
+    for (name, value) in parts.headers.iter().filter(|(name, _)| *name != CONTENT_TYPE && *name != "content-length") {
+        fixed.headers_mut().append(name, value.clone());
+    }
+    fixed
+}

@@ -1,0 +1,307 @@
+//! Sessions: login and logout, the per-user limit, idle and absolute expiry, the reasons
+//! sessions end, the sweeper, and the session endpoints. Ending a session, wherever it
+//! happens, goes through an `END_*` statement and [`Events::ended`].
+
+mod events;
+mod handlers;
+mod reason;
+pub mod store;
+pub mod sweeper;
+mod view;
+
+use crate::AppState;
+use crate::auth::token::{self, NewToken};
+use crate::auth::{Caller, ClientMeta, SessionAuth};
+use crate::clock::Micros;
+use crate::error::{ApiError, ApiResult};
+use crate::settings::{LimitPolicy, Snapshot};
+use crate::users::User;
+use crate::{end_sessions, with_db};
+pub use events::{Events, SessionEnded};
+pub use handlers::router;
+pub use reason::EndReason;
+use store::*;
+pub use view::Session;
+
+/// `(session id, user id)` of sessions that have just ended.
+pub type Ended = Vec<(i64, Option<i64>)>;
+
+/// Rows per statement when the sweeper or a settings change ends sessions in bulk.
+pub const BATCH: i64 = 1000;
+
+/// Checks a presented token: the caller when its session is live (moving its idle timer
+/// unless `quiet`), else the reason it ended.
+#[tracing::instrument(skip_all)]
+pub async fn authenticate(state: &AppState, token: &str, quiet: bool) -> ApiResult<Caller> {
+    let hash = token::digest(token);
+    let row: Option<TokenRow> =
+        with_db!(&state.db, |pool| sqlx::query_as(BY_TOKEN).bind(&hash).fetch_optional(pool).await)?;
+    let row = row.ok_or(ApiError::SessionEnded(EndReason::InvalidToken))?;
+    if row.ended_at.is_some() {
+        return Err(ended(row.end_reason.as_deref()));
+    }
+    let now = state.clock.now();
+    let user = match (row.user_id, row.username, row.is_active) {
+        (Some(id), Some(username), Some(true)) => User {
+            id,
+            username,
+            is_superuser: row.is_superuser.unwrap_or(false),
+            is_system_auditor: row.is_system_auditor.unwrap_or(false),
+            is_active: true,
+            created_at: row.user_created_at.unwrap_or_default(),
+            modified_at: row.user_modified_at.unwrap_or_default(),
+            last_login_at: row.last_login_at,
+        },
+        // Disabling or deleting a user ends the sessions in the same transaction; this is
+        // the belt to those braces.
+        _ => {
+            end_one(state, row.id, EndReason::UserDisabled, None, now).await?;
+            return Err(ApiError::SessionEnded(EndReason::UserDisabled));
+        }
+    };
+    let settings = state.settings.current();
+    let (ends_at, reason) = end_of(row.created_at, row.last_used_at, &settings);
+    if ends_at <= now {
+        end_one(state, row.id, reason, None, ends_at).await?;
+        return Err(ApiError::SessionEnded(reason));
+    }
+    let ends_at = if quiet {
+        ends_at
+    } else {
+        let touched = with_db!(&state.db, |pool| {
+            sqlx::query(TOUCH).bind(now).bind(row.id).execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        if touched == 0 {
+            // It ended between the read and the write: say why.
+            let reason: Option<Option<String>> =
+                with_db!(&state.db, |pool| sqlx::query_scalar(END_REASON).bind(row.id).fetch_optional(pool).await)?;
+            return Err(ended(reason.flatten().as_deref()));
+        }
+        end_of(row.created_at, now, &settings).0
+    };
+    Ok(Caller { user, session: Some(SessionAuth { id: row.id, ends_at }) })
+}
+
+fn ended(code: Option<&str>) -> ApiError {
+    ApiError::SessionEnded(code.and_then(EndReason::from_code).unwrap_or(EndReason::InvalidToken))
+}
+
+/// A session just created by a login.
+#[derive(Debug)]
+pub struct LoggedIn {
+    pub token: NewToken,
+    pub session: Session,
+}
+
+/// Creates a session for `user_id`, whose password has been checked, enforcing the limit.
+///
+/// One transaction serialises the logins of one user: `SELECT ... FOR UPDATE` on the user's
+/// row (PostgreSQL) or `BEGIN IMMEDIATE` (SQLite). Inside it the user's dead sessions are
+/// ended, the live ones counted, and the new one is refused (`deny_new`) or inserted and the
+/// oldest beyond the limit ended (`kick_oldest`). The settings are read after the lock is
+/// taken, so a settings change that lowers the limit sees every committed login.
+#[tracing::instrument(skip_all, fields(user_id))]
+pub async fn create(state: &AppState, user_id: i64, meta: &ClientMeta) -> ApiResult<LoggedIn> {
+    let new = token::generate();
+    let (session_id, now, ended_expired, ended_over, settings) = with_db!(&state.db, |pool, dialect| {
+        let mut tx = pool.begin_with(dialect.begin_write).await?;
+        let lock = if dialect.for_update.is_empty() {
+            "SELECT is_active FROM users WHERE id = $1"
+        } else {
+            "SELECT is_active FROM users WHERE id = $1 FOR UPDATE"
+        };
+        let active: Option<bool> = sqlx::query_scalar(lock).bind(user_id).fetch_optional(&mut *tx).await?;
+        if active != Some(true) {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let settings = state.settings.current();
+        let now = state.clock.now();
+        let mut expired = Vec::new();
+        let idle = end_sessions!(
+            &mut *tx,
+            END_IDLE,
+            now,
+            EndReason::TimeoutReached,
+            None::<i64>,
+            settings.token_expiration,
+            settings.max_age.unwrap_or(0),
+            Some(user_id),
+            i64::MAX
+        )?;
+        expired.push((idle, EndReason::TimeoutReached));
+        if let Some(max_age) = settings.max_age {
+            let old = end_sessions!(
+                &mut *tx,
+                END_OVER_AGE,
+                now,
+                EndReason::MaxAgeReached,
+                None::<i64>,
+                max_age,
+                Some(user_id),
+                i64::MAX
+            )?;
+            expired.push((old, EndReason::MaxAgeReached));
+        }
+        if let (Some(limit), LimitPolicy::DenyNew) = (settings.per_user, settings.policy) {
+            let live: i64 = sqlx::query_scalar(COUNT_LIVE).bind(user_id).fetch_one(&mut *tx).await?;
+            if live >= limit {
+                tx.commit().await?;
+                publish(state, &expired);
+                tracing::info!(user_id, limit, "login refused: session limit reached (deny_new)");
+                return Err(ApiError::LimitReached);
+            }
+        }
+        let session_id: i64 = sqlx::query_scalar(INSERT)
+            .bind(user_id)
+            .bind(&new.hash)
+            .bind(now)
+            .bind(meta.ip.as_deref())
+            .bind(meta.user_agent.as_deref())
+            .fetch_one(&mut *tx)
+            .await?;
+        let over = match settings.per_user {
+            Some(limit) => end_sessions!(
+                &mut *tx,
+                END_USER_OVER_LIMIT,
+                now,
+                EndReason::LimitReached,
+                Some(user_id),
+                user_id,
+                limit,
+                i64::MAX
+            )?,
+            None => Vec::new(),
+        };
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        (session_id, now, expired, over, settings)
+    });
+    publish(state, &ended_expired);
+    if !ended_over.is_empty() {
+        tracing::info!(user_id, kicked = ended_over.len(), "login exceeded the session limit; oldest sessions ended");
+        state.events.ended(&ended_over, EndReason::LimitReached);
+    }
+    tracing::info!(user_id, session_id, "logged in");
+    let row = SessionRow {
+        id: session_id,
+        user_id: Some(user_id),
+        created_at: now,
+        last_used_at: now,
+        ended_at: None,
+        end_reason: None,
+        ended_by: None,
+        ended_by_username: None,
+        ip_address: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    };
+    Ok(LoggedIn { token: new, session: Session::new(row, now, &settings, Some(session_id)) })
+}
+
+fn publish(state: &AppState, ended: &[(Ended, EndReason)]) {
+    for (sessions, reason) in ended {
+        state.events.ended(sessions, *reason);
+    }
+}
+
+/// Ends one session if it is live; true when this call ended it.
+pub async fn end_one(state: &AppState, id: i64, reason: EndReason, by: Option<i64>, at: Micros) -> ApiResult<bool> {
+    let ended = with_db!(&state.db, |pool| end_sessions!(pool, END_ONE, at, reason, by, id))?;
+    state.events.ended(&ended, reason);
+    Ok(!ended.is_empty())
+}
+
+/// Ends every live session of a user.
+pub async fn end_all_of_user(state: &AppState, user_id: i64, reason: EndReason, by: Option<i64>) -> ApiResult<usize> {
+    let now = state.clock.now();
+    let ended = with_db!(&state.db, |pool| end_sessions!(pool, END_USER, now, reason, by, user_id))?;
+    state.events.ended(&ended, reason);
+    Ok(ended.len())
+}
+
+/// Ends the sessions that are past their idle or absolute end (all users, or one), in
+/// batches; returns how many ended.
+pub async fn expire(state: &AppState, user_id: Option<i64>) -> ApiResult<usize> {
+    let settings = state.settings.current();
+    let mut total = 0;
+    loop {
+        let now = state.clock.now();
+        let idle = with_db!(&state.db, |pool| end_sessions!(
+            pool,
+            END_IDLE,
+            now,
+            EndReason::TimeoutReached,
+            None::<i64>,
+            settings.token_expiration,
+            settings.max_age.unwrap_or(0),
+            user_id,
+            BATCH
+        ))?;
+        state.events.ended(&idle, EndReason::TimeoutReached);
+        let mut n = idle.len();
+        if let Some(max_age) = settings.max_age {
+            let old = with_db!(&state.db, |pool| end_sessions!(
+                pool,
+                END_OVER_AGE,
+                now,
+                EndReason::MaxAgeReached,
+                None::<i64>,
+                max_age,
+                user_id,
+                BATCH
+            ))?;
+            state.events.ended(&old, EndReason::MaxAgeReached);
+            n += old.len();
+        }
+        total += n;
+        if (n as i64) < BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Applies a settings change to the sessions that exist: a lower limit ends the sessions
+/// now over it (oldest first), a shorter idle timeout or lifetime ends those now past it.
+pub async fn settings_changed(state: &AppState, before: &Snapshot, after: &Snapshot, by: Option<i64>) -> ApiResult<()> {
+    let tighter_limit = match (before.per_user, after.per_user) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(old), Some(new)) => new < old,
+    };
+    if let Some(limit) = after.per_user.filter(|_| tighter_limit) {
+        let now = state.clock.now();
+        let ended = with_db!(&state.db, |pool, dialect| {
+            let mut tx = pool.begin_with(dialect.begin_write).await?;
+            if !dialect.for_update.is_empty() {
+                // Wait for logins in flight (they hold their user's row) so none commits
+                // over the new limit after this statement has run.
+                sqlx::query(
+                    "SELECT id FROM users WHERE id IN (SELECT user_id FROM sessions WHERE ended_at IS NULL) \
+                     ORDER BY id FOR UPDATE",
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            let ended = end_sessions!(&mut *tx, END_ALL_OVER_LIMIT, now, EndReason::LimitReached, by, limit)?;
+            tx.commit().await?;
+            ended
+        });
+        if !ended.is_empty() {
+            tracing::info!(limit, ended = ended.len(), "session limit lowered; sessions over it ended");
+        }
+        state.events.ended(&ended, EndReason::LimitReached);
+    }
+    let shorter_idle = after.token_expiration < before.token_expiration;
+    let shorter_life = match (before.max_age, after.max_age) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(old), Some(new)) => new < old,
+    };
+    if shorter_idle || shorter_life {
+        expire(state, None).await?;
+    }
+    Ok(())
+}

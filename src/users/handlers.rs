@@ -1,0 +1,191 @@
+//! User endpoints.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::model::{Password, UserView, Username};
+use super::store;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody, Errors};
+use crate::extract::{ApiJson, JsonObject, bool_field, string_field};
+use crate::pagination::{Page, PageParams};
+use crate::sessions::{self, EndReason};
+use crate::{end_sessions, with_db};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(me)).routes(routes!(list_users, create_user)).routes(routes!(
+        get_user,
+        update_user,
+        delete_user
+    ))
+}
+
+/// The user you are logged in as.
+#[utoipa::path(get, path = "/api/v2/me/", tag = "users",
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn me(caller: Caller) -> axum::Json<UserView> {
+    axum::Json(UserView::from(&caller.user))
+}
+
+/// Users, in the order they were created (superuser or system auditor).
+#[utoipa::path(get, path = "/api/v2/users/", tag = "users", params(PageParams),
+    responses((status = 200, body = Page<UserView>), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+    Query(params): Query<PageParams>,
+) -> ApiResult<axum::Json<Page<UserView>>> {
+    caller.require_reader()?;
+    let request = params.resolve()?;
+    let count = store::count(&state.db).await?;
+    let request = request.within(count)?;
+    let users = store::list(&state.db, request.size, request.offset()).await?;
+    Ok(axum::Json(Page::new(&uri, request, count, users.iter().map(UserView::from).collect())))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct CreateUser {
+    /// 1 to 150 letters, digits and @/./+/-/_.
+    username: String,
+    /// At least 8 characters.
+    #[schema(format = Password)]
+    password: String,
+    #[serde(default)]
+    is_superuser: bool,
+    #[serde(default)]
+    is_system_auditor: bool,
+}
+
+/// Create a user (superuser).
+#[utoipa::path(post, path = "/api/v2/users/", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = UserView), (status = 400, description = "Field errors"), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<JsonObject>,
+) -> ApiResult<(StatusCode, axum::Json<UserView>)> {
+    caller.require_superuser()?;
+    let mut errors = Errors::default();
+    let username =
+        string_field(&body, "username", &mut errors).and_then(|u| errors.check("username", Username::parse(u)));
+    let password =
+        string_field(&body, "password", &mut errors).and_then(|p| errors.check("password", Password::parse(p)));
+    let is_superuser = bool_field(&body, "is_superuser", &mut errors).unwrap_or(false);
+    let is_system_auditor = bool_field(&body, "is_system_auditor", &mut errors).unwrap_or(false);
+    reject_unknown(&body, &["username", "password", "is_superuser", "is_system_auditor"], &mut errors);
+    errors.finish()?;
+    let (Some(username), Some(password)) = (username, password) else { unreachable!("errors were reported") };
+    let user = super::create(&state, &username, &password, is_superuser, is_system_auditor).await?;
+    Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))))
+}
+
+fn reject_unknown(body: &JsonObject, known: &[&str], errors: &mut Errors) {
+    for key in body.keys().filter(|k| !known.contains(&k.as_str())) {
+        errors.add(key, "Unknown field.");
+    }
+}
+
+/// One user (superuser or system auditor).
+#[utoipa::path(get, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, body = UserView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<UserView>> {
+    caller.require_reader()?;
+    let user = store::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(UserView::from(&user)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct UpdateUser {
+    username: Option<String>,
+    /// A new password ends the user's sessions (`password_changed`).
+    #[schema(format = Password)]
+    password: Option<String>,
+    /// `false` ends the user's sessions (`user_disabled`) and refuses further logins.
+    is_active: Option<bool>,
+    is_superuser: Option<bool>,
+    is_system_auditor: Option<bool>,
+}
+
+/// Change a user (superuser).
+///
+/// A new `password` ends all the user's sessions with `password_changed`; `is_active: false`
+/// ends them with `user_disabled`. You cannot deactivate yourself or take away your own
+/// superuser flag.
+#[utoipa::path(patch, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)), request_body = UpdateUser,
+    responses((status = 200, body = UserView), (status = 400, description = "Field errors"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<JsonObject>,
+) -> ApiResult<axum::Json<UserView>> {
+    caller.require_superuser()?;
+    let mut errors = Errors::default();
+    let optional = |field: &str, errors: &mut Errors| {
+        body.get(field).filter(|v| !v.is_null()).and_then(|_| string_field(&body, field, errors))
+    };
+    let username = optional("username", &mut errors).and_then(|u| errors.check("username", Username::parse(u)));
+    let password = optional("password", &mut errors).and_then(|p| errors.check("password", Password::parse(p)));
+    let is_active = bool_field(&body, "is_active", &mut errors);
+    let is_superuser = bool_field(&body, "is_superuser", &mut errors);
+    let is_system_auditor = bool_field(&body, "is_system_auditor", &mut errors);
+    reject_unknown(&body, &["username", "password", "is_active", "is_superuser", "is_system_auditor"], &mut errors);
+    if id == caller.user.id && is_active == Some(false) {
+        errors.add("is_active", "You cannot deactivate your own account.");
+    }
+    if id == caller.user.id && is_superuser == Some(false) {
+        errors.add("is_superuser", "You cannot remove your own superuser status.");
+    }
+    errors.finish()?;
+    let changes = super::Changes { username, password, is_active, is_superuser, is_system_auditor };
+    let user = super::update(&state, id, &changes, Some(caller.user.id)).await?;
+    Ok(axum::Json(UserView::from(&user)))
+}
+
+/// Delete a user (superuser).
+///
+/// The user's sessions end with `user_disabled` and are kept (without their user) for the
+/// retention period, so their clients are still told why.
+#[utoipa::path(delete, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)),
+    responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_user(State(state): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    caller.require_superuser()?;
+    if id == caller.user.id {
+        return Err(ApiError::BadRequest("You cannot delete your own account.".into()));
+    }
+    let now = state.clock.now();
+    let by = Some(caller.user.id);
+    let ended = with_db!(&state.db, |pool, dialect| {
+        let mut tx = pool.begin_with(dialect.begin_write).await?;
+        let ended = end_sessions!(&mut *tx, sessions::store::END_USER, now, EndReason::UserDisabled, by, id)?;
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        if deleted == 0 {
+            return Err(ApiError::NotFound);
+        }
+        tx.commit().await?;
+        ended
+    });
+    state.events.ended(&ended, EndReason::UserDisabled);
+    tracing::info!(user_id = id, by = caller.user.id, "user deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -72,12 +72,7 @@ impl Db {
     /// SQLite file when it does not exist.
     pub async fn connect(url: &str, config: &PoolConfig) -> anyhow::Result<Db> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)?
-                .application_name("bouncer")
-                // A login queued behind a locked user row, or any statement stuck on a dead
-                // connection, fails fast instead of hanging the request.
-                .options([("lock_timeout", "5s"), ("statement_timeout", "15s")]);
-            Self::connect_postgres(options, config).await
+            Self::connect_postgres(PgConnectOptions::from_str(url)?, config).await
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -100,6 +95,11 @@ impl Db {
     }
 
     pub async fn connect_postgres(options: PgConnectOptions, config: &PoolConfig) -> anyhow::Result<Db> {
+        let options = options
+            .application_name("bouncer")
+            // A login queued behind a locked user row, or any statement stuck on a dead
+            // connection, fails fast instead of hanging the request.
+            .options([("lock_timeout", "5s"), ("statement_timeout", "15s")]);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)

@@ -44,6 +44,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub events: Events,
     pub passwords: Arc<Passwords>,
+    pub gates: Arc<auth::lockout::Gates>,
     pub config: Arc<Config>,
 }
 
@@ -57,6 +58,7 @@ impl AppState {
             settings: Settings::new(snapshot),
             clock,
             events: Events::default(),
+            gates: Arc::default(),
             config: Arc::new(config),
         })
     }

@@ -42,10 +42,15 @@ CREATE TABLE settings (
     updated_by BIGINT REFERENCES users (id) ON DELETE SET NULL
 );
 
--- Consecutive failed logins per username (existing or not).
+-- Consecutive failed logins per username (existing or not), and the password checks in
+-- flight for it, so that concurrent guesses cannot exceed the limit (see auth/lockout.rs).
 CREATE TABLE login_failures (
-    username     TEXT   PRIMARY KEY,
-    failures     BIGINT NOT NULL,
-    locked_until BIGINT,
-    updated_at   BIGINT NOT NULL
+    username        TEXT   PRIMARY KEY,
+    failures        BIGINT NOT NULL,
+    last_failure_at BIGINT,
+    locked_until    BIGINT,
+    pending         BIGINT NOT NULL,
+    pending_until   BIGINT,
+    grant_nonce     BIGINT,
+    updated_at      BIGINT NOT NULL
 );

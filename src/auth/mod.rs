@@ -65,22 +65,37 @@ pub fn credentials(headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
 
 /// Checks a username and password (login or HTTP Basic), with the lockout and the same
 /// argon2 work whether or not the user exists. Returns the user's id.
+///
+/// The check runs in a task of its own, so a client that hangs up mid-check still has its
+/// attempt recorded (and its place among the checks in flight released).
 #[tracing::instrument(skip_all)]
 pub async fn check_password(state: &AppState, username: &str, password: &str) -> ApiResult<i64> {
-    let settings = state.settings.current();
-    lockout::reserve_attempt(&state.db, username, state.clock.now(), &settings).await?;
-    let found = users::credentials(&state.db, username).await?;
-    let matches = state.passwords.verify(password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
-    match found {
-        Some((id, _, true)) if matches => {
-            lockout::clear(&state.db, username, &settings).await?;
-            Ok(id)
+    let (state, username, password) = (state.clone(), username.to_owned(), password.to_owned());
+    tokio::spawn(async move {
+        let settings = state.settings.current();
+        let attempt = lockout::begin(&state.db, &state.gates, state.clock.as_ref(), &username, &settings).await?;
+        let checked = async {
+            let found = users::credentials(&state.db, &username).await?;
+            let matches = state.passwords.verify(&password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
+            Ok::<_, ApiError>(found.filter(|(_, _, active)| *active && matches).map(|(id, _, _)| id))
         }
-        _ => {
-            tracing::info!(username, "login failed: invalid credentials");
-            Err(ApiError::InvalidCredentials)
+        .await;
+        // An error (database down) is not the user's failure: record it as neither.
+        let outcome = match &checked {
+            Ok(found) => Some(found.is_some()),
+            Err(_) => None,
+        };
+        attempt.finish(&state.db, state.clock.now(), outcome).await?;
+        match checked? {
+            Some(id) => Ok(id),
+            None => {
+                tracing::info!(username, "login failed: invalid credentials");
+                Err(ApiError::InvalidCredentials)
+            }
         }
-    }
+    })
+    .await
+    .map_err(|err| ApiError::Internal(err.into()))?
 }
 
 /// The authenticated caller of a request.

@@ -1,0 +1,301 @@
+//! The test harness: a fresh database per test (a temporary SQLite file, or a fresh
+//! PostgreSQL schema), the router driven in-process, a manual clock, and one helper per
+//! endpoint. `db_test!` runs one test body on both databases.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use bouncer::auth::password::Argon2Config;
+use bouncer::clock::ManualClock;
+use bouncer::config::Config;
+use bouncer::db::{Db, PoolConfig};
+use bouncer::{AppState, app};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use tower::ServiceExt;
+
+pub const ADMIN: &str = "admin";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Runs the body once on SQLite and once on PostgreSQL, as `NAME::sqlite` and `NAME::postgres`.
+#[macro_export]
+macro_rules! db_test {
+    ($name:ident, |$app:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $app = $crate::helpers::TestApp::sqlite().await;
+                $body
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($app) = $crate::helpers::TestApp::postgres(concat!(module_path!(), "::postgres")).await else {
+                    return;
+                };
+                $body
+            }
+        }
+    };
+}
+
+/// The PostgreSQL server the tests use (`BOUNCER_TEST_DATABASE_URL`).
+pub fn postgres_url() -> String {
+    std::env::var("BOUNCER_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// True when PostgreSQL tests must run (CI sets `BOUNCER_REQUIRE_POSTGRES=1`).
+fn postgres_required() -> bool {
+    std::env::var("BOUNCER_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+pub fn test_config() -> Config {
+    Config {
+        // Cheap hashing for tests, through configuration (no test-only code path).
+        argon2: Argon2Config { memory_kib: 64, iterations: 1, parallelism: 1, max_concurrent: 2 },
+        ..Config::default()
+    }
+}
+
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    pub admin_id: i64,
+    _guard: Guard,
+}
+
+enum Guard {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { schema: String },
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Guard::Postgres { schema } = self {
+            let schema = schema.clone();
+            // Async work cannot run in Drop; a short-lived runtime on its own thread can.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_url()).await {
+                        let conn = &mut conn;
+                        let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn).await;
+                    }
+                })
+            })
+            .join();
+        }
+    }
+}
+
+static SCHEMA_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn reason(&self) -> &str {
+        self.body["reason"].as_str().unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.body)
+    }
+}
+
+impl TestApp {
+    pub async fn sqlite() -> TestApp {
+        TestApp::sqlite_with(test_config()).await
+    }
+
+    pub async fn sqlite_with(config: Config) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("bouncer.db").display());
+        let db = Db::connect(&url, &PoolConfig::default()).await.unwrap();
+        TestApp::start(db, config, Guard::Sqlite(dir)).await
+    }
+
+    /// A fresh schema on the test PostgreSQL server, or `None` (and a line on the terminal
+    /// saying so) when it is unreachable and not required.
+    pub async fn postgres(test: &str) -> Option<TestApp> {
+        TestApp::postgres_with(test, test_config()).await
+    }
+
+    pub async fn postgres_with(test: &str, config: Config) -> Option<TestApp> {
+        let url = postgres_url();
+        let mut admin = match <sqlx::PgConnection as sqlx::Connection>::connect(&url).await {
+            Ok(conn) => conn,
+            Err(err) if !postgres_required() => {
+                // Written past the test harness's capture, so it shows in every run.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {test}: PostgreSQL unreachable at {url} ({err}); set BOUNCER_REQUIRE_POSTGRES=1 to fail instead"
+                );
+                return None;
+            }
+            Err(err) => panic!("PostgreSQL is required (BOUNCER_REQUIRE_POSTGRES=1) but unreachable at {url}: {err}"),
+        };
+        let schema = format!(
+            "bouncer_test_{}_{}_{}",
+            std::process::id(),
+            SCHEMA_COUNTER.fetch_add(1, Ordering::SeqCst),
+            bouncer::auth::token::random_bytes::<4>().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut admin).await.unwrap();
+        let options = PgConnectOptions::from_str(&url).unwrap().options([("search_path", schema.as_str())]);
+        let pool = PoolConfig { max_connections: 8, acquire_timeout: Duration::from_secs(10) };
+        let db = Db::connect_postgres(options, &pool).await.unwrap();
+        Some(TestApp::start(db, config, Guard::Postgres { schema }).await)
+    }
+
+    async fn start(db: Db, config: Config, guard: Guard) -> TestApp {
+        db.migrate().await.unwrap();
+        let clock = ManualClock::new();
+        let state = AppState::new(db, config, clock.clone()).await.unwrap();
+        let admin = bouncer::users::create(
+            &state,
+            &bouncer::users::Username::parse(ADMIN).unwrap(),
+            &bouncer::users::Password::parse(PASSWORD).unwrap(),
+            true,
+            false,
+        )
+        .await
+        .unwrap();
+        TestApp { router: app(state.clone()), state, clock, admin_id: admin.id, _guard: guard }
+    }
+
+    pub fn advance(&self, seconds: u64) {
+        self.clock.advance(Duration::from_secs(seconds));
+    }
+
+    /// Sends a request; `auth` is a full `Authorization` header value or a bare token.
+    pub async fn send(&self, method: Method, path: &str, auth: Option<&str>, body: Option<Value>) -> Response {
+        self.send_with(method, path, auth, body, &[]).await
+    }
+
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(auth) = auth {
+            let value = if auth.contains(' ') { auth.to_owned() } else { format!("Bearer {auth}") };
+            request = request.header("authorization", value);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = match body {
+            Some(body) => request.header("content-type", "application/json").body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        };
+        self.raw(request.unwrap()).await
+    }
+
+    pub async fn raw(&self, request: Request<Body>) -> Response {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Response { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, auth: Option<&str>) -> Response {
+        self.send(Method::GET, path, auth, None).await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        let body = json!({ "username": username, "password": password });
+        self.send(Method::POST, "/api/login/", None, Some(body)).await
+    }
+
+    /// Logs in and returns the token, failing the test if the login fails.
+    pub async fn token(&self, username: &str, password: &str) -> String {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status, StatusCode::OK, "login of {username}: {response:?}");
+        response.body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.token(ADMIN, PASSWORD).await
+    }
+
+    pub async fn logout(&self, token: &str) -> Response {
+        self.send(Method::POST, "/api/logout/", Some(token), None).await
+    }
+
+    pub async fn me(&self, token: &str) -> Response {
+        self.get("/api/v2/me/", Some(token)).await
+    }
+
+    /// Creates a user with [`PASSWORD`] through the API and returns its id.
+    pub async fn create_user(&self, username: &str) -> i64 {
+        self.create_user_with(username, json!({})).await
+    }
+
+    pub async fn create_user_with(&self, username: &str, extra: Value) -> i64 {
+        let mut body = json!({ "username": username, "password": PASSWORD });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let admin = self.admin_token().await;
+        let response = self.send(Method::POST, "/api/v2/users/", Some(&admin), Some(body)).await;
+        assert_eq!(response.status, StatusCode::CREATED, "{response:?}");
+        self.logout(&admin).await;
+        response.body["id"].as_i64().unwrap()
+    }
+
+    pub async fn patch_settings(&self, changes: Value) -> Response {
+        let admin = self.admin_token().await;
+        let response = self.send(Method::PATCH, "/api/v2/settings/authentication/", Some(&admin), Some(changes)).await;
+        self.logout(&admin).await;
+        response
+    }
+
+    /// Changes settings and fails the test unless the change is accepted.
+    pub async fn set(&self, changes: Value) {
+        let response = self.patch_settings(changes).await;
+        assert_eq!(response.status, StatusCode::OK, "{response:?}");
+    }
+
+    /// The sessions of `user_id` as an administrator sees them (first page of 200).
+    pub async fn sessions_of(&self, user_id: i64) -> Vec<Value> {
+        let admin = self.admin_token().await;
+        let response = self.get(&format!("/api/v2/users/{user_id}/sessions/?page_size=200"), Some(&admin)).await;
+        assert_eq!(response.status, StatusCode::OK, "{response:?}");
+        self.logout(&admin).await;
+        response.body["results"].as_array().unwrap().clone()
+    }
+
+    /// How many live sessions `user_id` has.
+    pub async fn active_count(&self, user_id: i64) -> usize {
+        self.sessions_of(user_id).await.iter().filter(|s| s["active"] == json!(true)).count()
+    }
+}

@@ -1,0 +1,14 @@
+//! Bouncer's integration tests: one binary, one module per concern. Every `db_test!` runs
+//! on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod api;
+mod basic;
+mod expiry;
+mod limits;
+mod lockout;
+mod login;
+mod process;
+mod settings;
+mod users;

@@ -16,7 +16,7 @@ use crate::clock::Micros;
 use crate::error::{ApiError, ApiResult};
 use crate::settings::{LimitPolicy, Snapshot};
 use crate::users::User;
-use crate::{end_sessions, with_db};
+use crate::{end_sessions, expire_sessions, with_db};
 pub use events::{Events, SessionEnded};
 pub use handlers::router;
 pub use reason::EndReason;
@@ -116,32 +116,7 @@ pub async fn create(state: &AppState, user_id: i64, meta: &ClientMeta) -> ApiRes
         }
         let settings = state.settings.current();
         let now = state.clock.now();
-        let mut expired = Vec::new();
-        let idle = end_sessions!(
-            &mut *tx,
-            END_IDLE,
-            now,
-            EndReason::TimeoutReached,
-            None::<i64>,
-            settings.token_expiration,
-            settings.max_age.unwrap_or(0),
-            Some(user_id),
-            i64::MAX
-        )?;
-        expired.push((idle, EndReason::TimeoutReached));
-        if let Some(max_age) = settings.max_age {
-            let old = end_sessions!(
-                &mut *tx,
-                END_OVER_AGE,
-                now,
-                EndReason::MaxAgeReached,
-                None::<i64>,
-                max_age,
-                Some(user_id),
-                i64::MAX
-            )?;
-            expired.push((old, EndReason::MaxAgeReached));
-        }
+        let expired = expire_sessions!(&mut *tx, &settings, now, Some(user_id), i64::MAX)?;
         if let (Some(limit), LimitPolicy::DenyNew) = (settings.per_user, settings.policy) {
             let live: i64 = sqlx::query_scalar(COUNT_LIVE).bind(user_id).fetch_one(&mut *tx).await?;
             if live >= limit {
@@ -229,34 +204,10 @@ pub async fn expire(state: &AppState, user_id: Option<i64>) -> ApiResult<usize> 
     let mut total = 0;
     loop {
         let now = state.clock.now();
-        let idle = with_db!(&state.db, |pool| end_sessions!(
-            pool,
-            END_IDLE,
-            now,
-            EndReason::TimeoutReached,
-            None::<i64>,
-            settings.token_expiration,
-            settings.max_age.unwrap_or(0),
-            user_id,
-            BATCH
-        ))?;
-        state.events.ended(&idle, EndReason::TimeoutReached);
-        let mut n = idle.len();
-        if let Some(max_age) = settings.max_age {
-            let old = with_db!(&state.db, |pool| end_sessions!(
-                pool,
-                END_OVER_AGE,
-                now,
-                EndReason::MaxAgeReached,
-                None::<i64>,
-                max_age,
-                user_id,
-                BATCH
-            ))?;
-            state.events.ended(&old, EndReason::MaxAgeReached);
-            n += old.len();
-        }
-        total += n;
+        let ended = with_db!(&state.db, |pool| expire_sessions!(pool, &settings, now, user_id, BATCH))?;
+        publish(state, &ended);
+        let n = ended.iter().map(|(sessions, _)| sessions.len()).max().unwrap_or(0);
+        total += ended.iter().map(|(sessions, _)| sessions.len()).sum::<usize>();
         if (n as i64) < BATCH {
             return Ok(total);
         }

@@ -26,6 +26,46 @@ macro_rules! end_sql {
     };
 }
 
+/// Ends the sessions past their idle or absolute end (of one user, or all when `$user` is
+/// `None`), at most `$batch` of each; evaluates to
+/// `Result<[(Ended, EndReason); 2], sqlx::Error>`.
+#[macro_export]
+macro_rules! expire_sessions {
+    ($conn:expr, $settings:expr, $now:expr, $user:expr, $batch:expr) => {
+        async {
+            use $crate::sessions::EndReason;
+            use $crate::sessions::store::{END_IDLE, END_OVER_AGE};
+            let (settings, user): (&$crate::settings::Snapshot, Option<i64>) = ($settings, $user);
+            let idle = $crate::end_sessions!(
+                $conn,
+                END_IDLE,
+                $now,
+                EndReason::TimeoutReached,
+                None::<i64>,
+                settings.token_expiration,
+                settings.max_age.unwrap_or(0),
+                user,
+                $batch
+            )?;
+            let old = match settings.max_age {
+                Some(max_age) => $crate::end_sessions!(
+                    $conn,
+                    END_OVER_AGE,
+                    $now,
+                    EndReason::MaxAgeReached,
+                    None::<i64>,
+                    max_age,
+                    user,
+                    $batch
+                )?,
+                None => Vec::new(),
+            };
+            Ok::<_, sqlx::Error>([(idle, EndReason::TimeoutReached), (old, EndReason::MaxAgeReached)])
+        }
+        .await
+    };
+}
+
 /// `$4` the session id.
 pub const END_ONE: &str = end_sql!("WHERE id = $4 AND ended_at IS NULL");
 /// `$4` the user id: every live session of the user.

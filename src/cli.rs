@@ -8,12 +8,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::activity::{Actor, Author, Origin};
 use crate::clock::SystemClock;
 use crate::config::{Config, DbArgs, ServeArgs};
 use crate::db::{Db, PoolConfig};
 use crate::error::ApiError;
 use crate::users::{self, Password, Username, store};
-use crate::{AppState, app, sessions};
+use crate::{AppState, app, sessions, settings};
 
 #[derive(Debug, Parser)]
 #[command(name = "bouncer", version, about = "Session limits, idle expiry and logout reasons behind a REST API")]
@@ -33,8 +34,21 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Read and change the session settings.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
     /// Print the OpenAPI document.
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Print the effective settings as JSON (or one key's value), with where each comes from.
+    Get { key: Option<String> },
+    /// Change a setting. VALUE is JSON (`3`, `true`, `"deny_new"`); a bare word is a string.
+    Set { key: String, value: String },
+    /// Reset a setting (or, without KEY, every setting) to its default.
+    Reset { key: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +84,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = connect(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
             user_command(&state, command).await
+        }
+        Some(Command::Settings(command)) => {
+            let db = connect(&cli.db).await?;
+            let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
+            settings_command(&state, command).await
         }
         Some(Command::Serve(serve)) => run_server(&cli.db, &serve).await,
         None => {
@@ -126,12 +145,27 @@ async fn run_server(db_args: &DbArgs, serve: &ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(serve.bind).await.with_context(|| format!("cannot listen on {}", serve.bind))?;
     tracing::info!(address = %listener.local_addr()?, database = state.db.kind(), "listening");
     let sweeper = tokio::spawn(sessions::sweeper::run(state.clone(), state.config.sweep_interval));
+    let watcher = tokio::spawn(settings::watch::run(state.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(state.clone()));
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
     sweeper.abort();
+    watcher.abort();
+    reloader.abort();
     state.db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-reads the settings directory on every SIGHUP.
+async fn reload_on_sighup(state: AppState) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: re-reading the settings files");
+        if let Err(err) = settings::reload_files(&state).await {
+            tracing::error!(error = %err, "cannot reload the settings files");
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -167,7 +201,7 @@ async fn bootstrap_admin(state: &AppState, serve: &ServeArgs) -> anyhow::Result<
             (Password::parse(&raw).expect("24 characters"), true)
         }
     };
-    match users::create(state, &username, &password, true, false).await {
+    match users::create(state, &username, &password, true, false, &Author::cli()).await {
         Ok(_) => {}
         // Another instance created it first.
         Err(ApiError::Validation(_)) => return Ok(()),
@@ -196,7 +230,9 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
                 anyhow::bail!("username: A user with that username already exists.");
             }
             let password = read_password()?;
-            let user = users::create(state, &username, &password, superuser, auditor).await.map_err(describe)?;
+            let user = users::create(state, &username, &password, superuser, auditor, &Author::cli())
+                .await
+                .map_err(describe)?;
             println!("created user {} (id {})", user.username, user.id);
         }
         UserCommand::Passwd { username } => {
@@ -205,7 +241,7 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
                 .ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))?;
             let password = read_password()?;
             let changes = users::Changes { password: Some(password), ..Default::default() };
-            users::update(state, user.id, &changes, None).await.map_err(describe)?;
+            users::update(state, user.id, &changes, &Author::cli()).await.map_err(describe)?;
             println!("password of {} changed; the user's sessions have ended", user.username);
         }
         UserCommand::List => {
@@ -250,4 +286,54 @@ fn read_password() -> anyhow::Result<Password> {
     };
     let _ = std::io::stderr().flush();
     Password::parse(&raw).map_err(|m| anyhow::anyhow!("password: {m}"))
+}
+
+async fn settings_command(state: &AppState, command: SettingsCommand) -> anyhow::Result<()> {
+    let snapshot = state.settings.current();
+    match command {
+        SettingsCommand::Get { key: None } => {
+            let values: serde_json::Map<String, serde_json::Value> =
+                snapshot.values().iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            println!("{}", serde_json::to_string_pretty(&values)?);
+            for (key, _) in snapshot.values() {
+                if let Some(file) = snapshot.defined_in_file(key) {
+                    eprintln!("{key} is defined in {}", file.display());
+                }
+            }
+        }
+        SettingsCommand::Get { key: Some(key) } => {
+            let value =
+                snapshot.values().get(key.as_str()).ok_or_else(|| anyhow::anyhow!("{key}: Unknown setting."))?;
+            println!("{value}");
+        }
+        SettingsCommand::Set { key, value } => {
+            let value = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
+            let body = serde_json::Map::from_iter([(key, value)]);
+            apply(state, &body).await?;
+        }
+        SettingsCommand::Reset { key } => {
+            let keys: Vec<String> = match key {
+                Some(key) => vec![key],
+                None => snapshot.stored().keys().cloned().collect(),
+            };
+            let body = keys.into_iter().map(|k| (k, serde_json::Value::Null)).collect();
+            apply(state, &body).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Validates and applies changes exactly as the API does, recorded with origin `cli`.
+async fn apply(state: &AppState, body: &serde_json::Map<String, serde_json::Value>) -> anyhow::Result<()> {
+    let changes = settings::parse_changes(body, &state.settings.current(), false).map_err(describe)?;
+    let (before, after) =
+        settings::apply_changes(state, &changes, &Actor::default(), Origin::Cli, "update").await.map_err(describe)?;
+    let diff = after.diff(&before);
+    if diff.is_empty() {
+        println!("nothing changed");
+    }
+    for (key, [old, new]) in diff {
+        println!("{key}: {old} -> {new}");
+    }
+    Ok(())
 }

@@ -31,6 +31,11 @@ pub struct DbArgs {
     #[arg(long, env = "BOUNCER_ARGON2_PARALLELISM", default_value_t = 1, global = true)]
     pub argon2_parallelism: u32,
 
+    /// Directory of settings files (`*.toml`, `*.py`) that override and lock settings
+    /// [default: ./conf.d when it exists].
+    #[arg(long, env = "BOUNCER_CONF_DIR", global = true)]
+    pub conf_dir: Option<std::path::PathBuf>,
+
     /// How many password hashes may run at once (default: the number of cores).
     #[arg(long, env = "BOUNCER_ARGON2_MAX_CONCURRENT", global = true)]
     pub argon2_max_concurrent: Option<usize>,
@@ -78,6 +83,8 @@ pub struct Config {
     pub session_retention_secs: i64,
     pub sweep_interval: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The settings directory, if any.
+    pub conf_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -87,6 +94,7 @@ impl Default for Config {
             session_retention_secs: 2_592_000,
             sweep_interval: Duration::from_secs(5),
             trusted_proxies: Vec::new(),
+            conf_dir: None,
         }
     }
 }
@@ -104,7 +112,11 @@ impl DbArgs {
 
 impl Config {
     pub fn new(db: &DbArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
-        let mut config = Config { argon2: db.argon2(), ..Config::default() };
+        let conf_dir = db.conf_dir.clone().or_else(|| {
+            let default = std::path::PathBuf::from("conf.d");
+            default.is_dir().then_some(default)
+        });
+        let mut config = Config { argon2: db.argon2(), conf_dir, ..Config::default() };
         if let Some(serve) = serve {
             anyhow::ensure!(serve.session_retention >= 0, "BOUNCER_SESSION_RETENTION must be 0 or more seconds");
             anyhow::ensure!(serve.sweep_interval >= 1, "BOUNCER_SWEEP_INTERVAL must be at least 1 second");

@@ -1,6 +1,7 @@
 //! Bouncer: a session-limits server. [`app`] builds the router over an [`AppState`]; the
 //! binary (`main.rs`) only parses the command line and calls [`cli::run`].
 
+pub mod activity;
 pub mod auth;
 pub mod cli;
 pub mod clock;
@@ -21,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, FromRef, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -49,13 +50,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state over a migrated database, loading the stored settings.
+    /// Builds the state over a migrated database, loading the stored settings and the
+    /// settings files (an invalid file is an error: `FILE:LINE: KEY: message` lines).
     pub async fn new(db: Db, config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
-        let snapshot = settings::load(&db).await?;
+        let files = match &config.conf_dir {
+            Some(dir) => settings::FileLayer::load(dir).map_err(|errors| anyhow::anyhow!("{errors}"))?,
+            None => settings::FileLayer::default(),
+        };
+        let (stored, version) = settings::load_stored(&db).await?;
         Ok(AppState {
             passwords: Passwords::new(config.argon2)?,
             db,
-            settings: Settings::new(snapshot),
+            settings: Settings::new(&stored, files, config.conf_dir.clone(), version),
             clock,
             events: Events::default(),
             gates: Arc::default(),
@@ -73,6 +79,7 @@ impl AppState {
         (name = "sessions", description = "Your sessions"),
         (name = "users", description = "Users and their sessions"),
         (name = "settings", description = "Session settings"),
+        (name = "activity", description = "The audit trail"),
     )
 )]
 struct ApiDoc;
@@ -82,7 +89,19 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+            let mut bearer = Http::new(HttpAuthScheme::Bearer);
+            bearer.description = Some("`Authorization: Bearer <token>` with the token from `POST /api/login/`".into());
+            components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+            components.add_security_scheme(
+                "token",
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                    "Authorization",
+                    "Tower's scheme: `Authorization: Token <token>` with the token from `POST /api/login/`",
+                ))),
+            );
+            let mut basic = Http::new(HttpAuthScheme::Basic);
+            basic.description = Some("HTTP Basic, while `AUTH_BASIC_ENABLED` is true; creates no session".into());
+            components.add_security_scheme("basic", SecurityScheme::Http(basic));
         }
     }
 }
@@ -93,6 +112,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(sessions::router())
         .merge(users::router())
         .merge(settings::router())
+        .merge(activity::router())
 }
 
 /// The OpenAPI document, generated from the routes (committed as `openapi/openapi.json`).

@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use super::store::{BY_ID, COUNT_FOR_USER, LIST_FOR_USER, SessionRow};
 use super::{EndReason, Session};
 use crate::AppState;
+use crate::activity::Author;
 use crate::auth::{AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, check_password, credentials, token};
 use crate::clock::{rfc3339, seconds_until};
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors};
@@ -91,7 +92,7 @@ async fn login(
         (status = 204, description = "Logged out"),
         (status = 401, description = "No credentials, or a token that matches no session", body = ErrorBody),
     ),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<StatusCode> {
     match credentials(&headers)? {
         None => Err(ApiError::NotAuthenticated),
@@ -172,7 +173,7 @@ async fn list(
 /// request), and for ended ones when and why they ended (`reason`, `detail`, `ended_by`).
 #[utoipa::path(get, path = "/api/v2/me/sessions/", tag = "sessions", params(PageParams, SessionFilter),
     responses((status = 200, body = Page<Session>), (status = 401, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn my_sessions(
     State(state): State<AppState>,
     caller: Caller,
@@ -195,7 +196,7 @@ async fn own_session(state: &AppState, caller: &Caller, id: i64) -> ApiResult<Se
 /// One of your sessions.
 #[utoipa::path(get, path = "/api/v2/me/sessions/{id}/", tag = "sessions", params(("id" = i64, Path)),
     responses((status = 200, body = Session), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn my_session(
     State(state): State<AppState>,
     caller: Caller,
@@ -211,7 +212,7 @@ async fn my_session(
 /// It ends with `revoked`; its client is told so. Ending an ended session is also 204.
 #[utoipa::path(delete, path = "/api/v2/me/sessions/{id}/", tag = "sessions", params(("id" = i64, Path)),
     responses((status = 204, description = "Ended"), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn end_my_session(State(state): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     own_session(&state, &caller, id).await?;
     super::end_one(&state, id, EndReason::Revoked, Some(caller.user.id), state.clock.now()).await?;
@@ -222,7 +223,7 @@ async fn end_my_session(State(state): State<AppState>, caller: Caller, Path(id):
 #[utoipa::path(get, path = "/api/v2/users/{id}/sessions/", tag = "users",
     params(("id" = i64, Path), PageParams, SessionFilter),
     responses((status = 200, body = Page<Session>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn user_sessions(
     State(state): State<AppState>,
     caller: Caller,
@@ -240,7 +241,7 @@ async fn user_sessions(
 /// End every session of a user (superuser); they end with `revoked`.
 #[utoipa::path(delete, path = "/api/v2/users/{id}/sessions/", tag = "users", params(("id" = i64, Path)),
     responses((status = 204, description = "Ended"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn end_user_sessions(
     State(state): State<AppState>,
     caller: Caller,
@@ -248,7 +249,7 @@ async fn end_user_sessions(
 ) -> ApiResult<StatusCode> {
     caller.require_superuser()?;
     users::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
-    let ended = super::end_all_of_user(&state, id, EndReason::Revoked, Some(caller.user.id)).await?;
+    let ended = super::revoke_all_of_user(&state, id, &Author::api(&caller.user)).await?;
     tracing::info!(user_id = id, ended, by = caller.user.id, "sessions revoked by an administrator");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,13 +10,14 @@ pub mod sweeper;
 mod view;
 
 use crate::AppState;
+use crate::activity::Author;
 use crate::auth::token::{self, NewToken};
 use crate::auth::{Caller, ClientMeta, SessionAuth};
 use crate::clock::Micros;
 use crate::error::{ApiError, ApiResult};
 use crate::settings::{LimitPolicy, Snapshot};
 use crate::users::User;
-use crate::{end_sessions, expire_sessions, with_db};
+use crate::{end_sessions, expire_sessions, record_activity, with_db};
 pub use events::{Events, SessionEnded};
 pub use handlers::router;
 pub use reason::EndReason;
@@ -189,11 +190,18 @@ pub async fn end_one(state: &AppState, id: i64, reason: EndReason, by: Option<i6
     Ok(!ended.is_empty())
 }
 
-/// Ends every live session of a user.
-pub async fn end_all_of_user(state: &AppState, user_id: i64, reason: EndReason, by: Option<i64>) -> ApiResult<usize> {
+/// Ends every live session of a user (`revoked`), with an activity-stream entry.
+pub async fn revoke_all_of_user(state: &AppState, user_id: i64, author: &Author) -> ApiResult<usize> {
     let now = state.clock.now();
-    let ended = with_db!(&state.db, |pool| end_sessions!(pool, END_USER, now, reason, by, user_id))?;
-    state.events.ended(&ended, reason);
+    let ended = with_db!(&state.db, |pool, dialect| {
+        let mut tx = pool.begin_with(dialect.begin_write).await?;
+        let ended = end_sessions!(&mut *tx, END_USER, now, EndReason::Revoked, author.user_id(), user_id)?;
+        let changes = serde_json::json!({ "active_sessions": [ended.len(), 0] });
+        record_activity!(&mut *tx, now, &author.entry("revoke", "session", Some(user_id), changes))?;
+        tx.commit().await?;
+        ended
+    });
+    state.events.ended(&ended, EndReason::Revoked);
     Ok(ended.len())
 }
 

@@ -1,20 +1,25 @@
 //! Session settings: the registry of keys, their effective values (default < database),
 //! held in memory as an atomically swapped snapshot, and the settings endpoint.
 
+pub mod files;
 mod handlers;
 pub mod registry;
 mod store;
+pub mod watch;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
 use crate::clock::{MICROS_PER_SECOND, Micros};
-pub use handlers::router;
+pub use files::{FileErrors, FileLayer};
+pub use handlers::{metadata, parse_changes, router};
 pub use registry::{SETTINGS, SettingDef};
-pub use store::{apply_changes, load};
+pub use store::{CHANNEL, Origin, apply_changes, load_stored, reload, reload_files};
 
 /// What to do when a login would exceed the per-user limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +28,23 @@ pub enum LimitPolicy {
     DenyNew,
 }
 
+/// Where an effective value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Default,
+    Database,
+    File { file: PathBuf, line: usize },
+}
+
+/// Values stored in the database, by key (the middle layer).
+pub type Stored = BTreeMap<String, Value>;
+
 /// The effective settings at one moment, typed.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     values: BTreeMap<&'static str, Value>,
+    sources: BTreeMap<&'static str, Source>,
+    stored: Stored,
     pub token_expiration: Micros,
     /// `None` when unlimited (-1).
     pub per_user: Option<i64>,
@@ -40,23 +58,27 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from stored values; anything missing or no longer valid (a value
-    /// edited by hand in the database, say) falls back to its default.
-    pub fn from_stored(stored: &BTreeMap<String, Value>) -> Snapshot {
-        let values: BTreeMap<&'static str, Value> = SETTINGS
-            .iter()
-            .map(|def| {
-                let value = match stored.get(def.key).map(|v| def.parse(v)) {
-                    Some(Ok(v)) => v,
+    /// Layers the values: a file's over the database's over the default. A stored value
+    /// that is no longer valid (edited by hand in the database, say) falls back to its default.
+    pub fn build(stored: &Stored, files: &FileLayer) -> Snapshot {
+        let mut values = BTreeMap::new();
+        let mut sources = BTreeMap::new();
+        for def in SETTINGS {
+            let (value, source) = if let Some(defined) = files.values.get(def.key) {
+                (defined.value.clone(), Source::File { file: defined.file.clone(), line: defined.line })
+            } else {
+                match stored.get(def.key).map(|v| def.parse(v)) {
+                    Some(Ok(v)) => (v, Source::Database),
                     Some(Err(message)) => {
                         tracing::warn!(key = def.key, %message, "stored setting is invalid; using its default");
-                        (def.default)()
+                        ((def.default)(), Source::Default)
                     }
-                    None => (def.default)(),
-                };
-                (def.key, value)
-            })
-            .collect();
+                    None => ((def.default)(), Source::Default),
+                }
+            };
+            values.insert(def.key, value);
+            sources.insert(def.key, source);
+        }
         let int = |key: &str| values[key].as_i64().unwrap_or_default();
         let positive = |n: i64| (n > 0).then_some(n);
         Snapshot {
@@ -71,7 +93,36 @@ impl Snapshot {
             failure_limit: positive(int("AUTH_LOGIN_FAILURE_LIMIT")),
             lockout: int("AUTH_LOGIN_LOCKOUT_SECONDS") * MICROS_PER_SECOND,
             values,
+            sources,
+            stored: stored.clone(),
         }
+    }
+
+    /// Where each effective value comes from.
+    pub fn source(&self, key: &str) -> &Source {
+        self.sources.get(key).unwrap_or(&Source::Default)
+    }
+
+    /// The file that defines `key`, if one does.
+    pub fn defined_in_file(&self, key: &str) -> Option<&std::path::Path> {
+        match self.source(key) {
+            Source::File { file, .. } => Some(file),
+            _ => None,
+        }
+    }
+
+    /// The values stored in the database.
+    pub fn stored(&self) -> &Stored {
+        &self.stored
+    }
+
+    /// `{KEY: [old, new]}` for every key whose effective value differs from `before`'s.
+    pub fn diff(&self, before: &Snapshot) -> BTreeMap<&'static str, [Value; 2]> {
+        self.values
+            .iter()
+            .filter(|(key, value)| before.values.get(*key) != Some(*value))
+            .map(|(key, value)| (*key, [before.values.get(key).cloned().unwrap_or(Value::Null), value.clone()]))
+            .collect()
     }
 
     /// Effective values by key, as the API shows them.
@@ -82,24 +133,52 @@ impl Snapshot {
 
 impl Default for Snapshot {
     fn default() -> Self {
-        Snapshot::from_stored(&BTreeMap::new())
+        Snapshot::build(&Stored::new(), &FileLayer::default())
     }
 }
 
-/// The settings in force, read without a database round trip on every request.
-#[derive(Debug, Default)]
-pub struct Settings(ArcSwap<Snapshot>);
+/// The settings in force, read without a database round trip on every request, and the
+/// settings files they were built with.
+#[derive(Debug)]
+pub struct Settings {
+    current: ArcSwap<Snapshot>,
+    files: ArcSwap<FileLayer>,
+    /// The `conf.d` directory, re-read on SIGHUP.
+    pub conf_dir: Option<PathBuf>,
+    /// The database's settings version this snapshot reflects (see `watch`).
+    version: AtomicI64,
+}
 
 impl Settings {
-    pub fn new(snapshot: Snapshot) -> Arc<Settings> {
-        Arc::new(Settings(ArcSwap::from_pointee(snapshot)))
+    pub fn new(stored: &Stored, files: FileLayer, conf_dir: Option<PathBuf>, version: i64) -> Arc<Settings> {
+        Arc::new(Settings {
+            current: ArcSwap::from_pointee(Snapshot::build(stored, &files)),
+            files: ArcSwap::from_pointee(files),
+            conf_dir,
+            version: AtomicI64::new(version),
+        })
     }
 
     pub fn current(&self) -> Arc<Snapshot> {
-        self.0.load_full()
+        self.current.load_full()
     }
 
-    pub fn replace(&self, snapshot: Snapshot) {
-        self.0.store(Arc::new(snapshot));
+    pub fn files(&self) -> Arc<FileLayer> {
+        self.files.load_full()
+    }
+
+    /// Installs new layers; returns the snapshots before and after.
+    pub fn install(&self, stored: &Stored, files: Option<FileLayer>, version: i64) -> (Arc<Snapshot>, Arc<Snapshot>) {
+        if let Some(files) = files {
+            self.files.store(Arc::new(files));
+        }
+        let after = Arc::new(Snapshot::build(stored, &self.files()));
+        let before = self.current.swap(after.clone());
+        self.version.fetch_max(version, Ordering::SeqCst);
+        (before, after)
+    }
+
+    pub fn version(&self) -> i64 {
+        self.version.load(Ordering::SeqCst)
     }
 }

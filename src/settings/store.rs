@@ -1,21 +1,27 @@
-//! Reading and writing the stored settings.
+//! Reading and writing the stored settings, and installing new effective values.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::Snapshot;
+use super::registry::CATEGORY_SLUG;
+use super::{FileLayer, Snapshot, Stored};
 use crate::AppState;
+pub use crate::activity::Origin;
+use crate::activity::{Actor, Entry};
 use crate::db::Db;
 use crate::error::ApiResult;
-use crate::with_db;
+use crate::{record_activity, with_db};
 
-/// Loads the stored settings and builds the effective snapshot.
-pub async fn load(db: &Db) -> Result<Snapshot, sqlx::Error> {
-    let rows: Vec<(String, String)> =
-        with_db!(db, |pool| sqlx::query_as("SELECT key, value FROM settings").fetch_all(pool).await)?;
-    let stored = rows
-        .into_iter()
+/// The PostgreSQL channel on which a settings change is announced to every instance.
+pub const CHANNEL: &str = "bouncer_settings";
+
+const SELECT_STORED: &str = "SELECT key, value FROM settings";
+const SELECT_VERSION: &str = "SELECT version FROM settings_version WHERE id = 1";
+
+fn parse_rows(rows: Vec<(String, String)>) -> Stored {
+    rows.into_iter()
         .filter_map(|(key, value)| match serde_json::from_str(&value) {
             Ok(value) => Some((key, value)),
             Err(err) => {
@@ -23,24 +29,51 @@ pub async fn load(db: &Db) -> Result<Snapshot, sqlx::Error> {
                 None
             }
         })
-        .collect();
-    Ok(Snapshot::from_stored(&stored))
+        .collect()
 }
 
-/// Writes already validated changes in one transaction (`None` resets a key to its
-/// default), reloads the snapshot and applies what the change means for live sessions.
-/// Returns the snapshots before and after.
+/// The stored settings and the version they are at.
+pub async fn load_stored(db: &Db) -> Result<(Stored, i64), sqlx::Error> {
+    // The version first: a write in between makes this look older than it is, so the next
+    // check reloads again, which is harmless; the other order could miss a change.
+    let version: i64 = with_db!(db, |pool| sqlx::query_scalar(SELECT_VERSION).fetch_one(pool).await)?;
+    let rows: Vec<(String, String)> = with_db!(db, |pool| sqlx::query_as(SELECT_STORED).fetch_all(pool).await)?;
+    Ok((parse_rows(rows), version))
+}
+
+/// Re-reads the stored settings (after a change made elsewhere) and installs them.
+pub async fn reload(state: &AppState) -> ApiResult<(Arc<Snapshot>, Arc<Snapshot>)> {
+    let (stored, version) = load_stored(&state.db).await?;
+    Ok(state.settings.install(&stored, None, version))
+}
+
+/// Writes already validated changes (`None` resets a key to its default) in one
+/// transaction with their activity-stream entry, announces them to the other instances,
+/// installs them here and applies what they mean for live sessions. Returns the effective
+/// values before and after.
 pub async fn apply_changes(
     state: &AppState,
     changes: &BTreeMap<&'static str, Option<Value>>,
-    actor: Option<i64>,
-) -> ApiResult<(std::sync::Arc<Snapshot>, std::sync::Arc<Snapshot>)> {
+    actor: &Actor,
+    origin: Origin,
+    operation: &'static str,
+) -> ApiResult<(Arc<Snapshot>, Arc<Snapshot>)> {
     let now = state.clock.now();
-    with_db!(&state.db, |pool, dialect| {
+    let files = state.settings.files();
+    let (stored, version) = with_db!(&state.db, |pool, dialect| {
         let mut tx = pool.begin_with(dialect.begin_write).await?;
+        // Taking the version row first serialises writers of settings on PostgreSQL.
+        let version: i64 =
+            sqlx::query_scalar("UPDATE settings_version SET version = version + 1 WHERE id = 1 RETURNING version")
+                .fetch_one(&mut *tx)
+                .await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(SELECT_STORED).fetch_all(&mut *tx).await?;
+        let old = parse_rows(rows);
+        let mut new = old.clone();
         for (key, value) in changes {
             match value {
                 Some(value) => {
+                    new.insert(key.to_string(), value.clone());
                     sqlx::query(
                         "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
@@ -49,20 +82,77 @@ pub async fn apply_changes(
                     .bind(*key)
                     .bind(value.to_string())
                     .bind(now)
-                    .bind(actor)
+                    .bind(actor.id)
                     .execute(&mut *tx)
                     .await?;
                 }
                 None => {
+                    new.remove(*key);
                     sqlx::query("DELETE FROM settings WHERE key = $1").bind(*key).execute(&mut *tx).await?;
                 }
             }
         }
+        let diff = Snapshot::build(&new, &files).diff(&Snapshot::build(&old, &files));
+        if !diff.is_empty() {
+            let entry = Entry {
+                origin,
+                actor,
+                operation,
+                object: "setting",
+                object_id: None,
+                category: Some(CATEGORY_SLUG),
+                changes: json!(diff),
+            };
+            record_activity!(&mut *tx, now, &entry)?;
+        }
+        if !dialect.for_update.is_empty() {
+            // Delivered when the transaction commits, to every instance listening.
+            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(version.to_string()).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
+        (new, version)
     });
-    let before = state.settings.current();
-    state.settings.replace(load(&state.db).await?);
-    let after = state.settings.current();
-    crate::sessions::settings_changed(state, &before, &after, actor).await?;
+    let (before, after) = state.settings.install(&stored, None, version);
+    let changed: Vec<&str> = after.diff(&before).keys().copied().collect();
+    if !changed.is_empty() {
+        tracing::info!(origin = origin.code(), actor = actor.username.as_deref(), ?changed, "settings changed");
+    }
+    crate::sessions::settings_changed(state, &before, &after, actor.id).await?;
     Ok((before, after))
+}
+
+/// Re-reads the settings directory (SIGHUP). A bad file keeps the values in force and
+/// returns the problems; a good one installs the new values, records the change with
+/// origin `file` and applies it to live sessions.
+pub async fn reload_files(state: &AppState) -> ApiResult<Result<(), super::FileErrors>> {
+    let Some(dir) = state.settings.conf_dir.clone() else { return Ok(Ok(())) };
+    let layer = match FileLayer::load(&dir) {
+        Ok(layer) => layer,
+        Err(errors) => {
+            tracing::error!(dir = %dir.display(), errors = %errors, "settings files are invalid; keeping the values in force");
+            return Ok(Err(errors));
+        }
+    };
+    let (stored, version) = load_stored(&state.db).await?;
+    let (before, after) = state.settings.install(&stored, Some(layer), version);
+    let diff = after.diff(&before);
+    if !diff.is_empty() {
+        let changed: Vec<&str> = diff.keys().copied().collect();
+        tracing::info!(dir = %dir.display(), ?changed, "settings files reloaded");
+        let now = state.clock.now();
+        let entry = Entry {
+            origin: Origin::File,
+            actor: &Actor::default(),
+            operation: "update",
+            object: "setting",
+            object_id: None,
+            category: Some(CATEGORY_SLUG),
+            changes: json!(diff),
+        };
+        with_db!(&state.db, |pool| record_activity!(pool, now, &entry))?;
+        crate::sessions::settings_changed(state, &before, &after, None).await?;
+    } else {
+        tracing::info!(dir = %dir.display(), "settings files reloaded; nothing changed");
+    }
+    Ok(Ok(()))
 }

@@ -10,12 +10,11 @@ use utoipa_axum::routes;
 use super::model::{Password, UserView, Username};
 use super::store;
 use crate::AppState;
+use crate::activity::Author;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors};
 use crate::extract::{ApiJson, JsonObject, bool_field, string_field};
 use crate::pagination::{Page, PageParams};
-use crate::sessions::{self, EndReason};
-use crate::{end_sessions, with_db};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(me)).routes(routes!(list_users, create_user)).routes(routes!(
@@ -28,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The user you are logged in as.
 #[utoipa::path(get, path = "/api/v2/me/", tag = "users",
     responses((status = 200, body = UserView), (status = 401, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn me(caller: Caller) -> axum::Json<UserView> {
     axum::Json(UserView::from(&caller.user))
 }
@@ -36,7 +35,7 @@ async fn me(caller: Caller) -> axum::Json<UserView> {
 /// Users, in the order they were created (superuser or system auditor).
 #[utoipa::path(get, path = "/api/v2/users/", tag = "users", params(PageParams),
     responses((status = 200, body = Page<UserView>), (status = 403, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
@@ -68,7 +67,7 @@ pub struct CreateUser {
 /// Create a user (superuser).
 #[utoipa::path(post, path = "/api/v2/users/", tag = "users", request_body = CreateUser,
     responses((status = 201, body = UserView), (status = 400, description = "Field errors"), (status = 403, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -85,7 +84,8 @@ async fn create_user(
     reject_unknown(&body, &["username", "password", "is_superuser", "is_system_auditor"], &mut errors);
     errors.finish()?;
     let (Some(username), Some(password)) = (username, password) else { unreachable!("errors were reported") };
-    let user = super::create(&state, &username, &password, is_superuser, is_system_auditor).await?;
+    let user = super::create(&state, &username, &password, is_superuser, is_system_auditor, &Author::api(&caller.user))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))))
 }
 
@@ -98,7 +98,7 @@ fn reject_unknown(body: &JsonObject, known: &[&str], errors: &mut Errors) {
 /// One user (superuser or system auditor).
 #[utoipa::path(get, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)),
     responses((status = 200, body = UserView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,7 +130,7 @@ pub struct UpdateUser {
 #[utoipa::path(patch, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)), request_body = UpdateUser,
     responses((status = 200, body = UserView), (status = 400, description = "Field errors"),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn update_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -156,7 +156,7 @@ async fn update_user(
     }
     errors.finish()?;
     let changes = super::Changes { username, password, is_active, is_superuser, is_system_auditor };
-    let user = super::update(&state, id, &changes, Some(caller.user.id)).await?;
+    let user = super::update(&state, id, &changes, &Author::api(&caller.user)).await?;
     Ok(axum::Json(UserView::from(&user)))
 }
 
@@ -167,25 +167,12 @@ async fn update_user(
 #[utoipa::path(delete, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)),
     responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn delete_user(State(state): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     caller.require_superuser()?;
     if id == caller.user.id {
         return Err(ApiError::BadRequest("You cannot delete your own account.".into()));
     }
-    let now = state.clock.now();
-    let by = Some(caller.user.id);
-    let ended = with_db!(&state.db, |pool, dialect| {
-        let mut tx = pool.begin_with(dialect.begin_write).await?;
-        let ended = end_sessions!(&mut *tx, sessions::store::END_USER, now, EndReason::UserDisabled, by, id)?;
-        let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
-        if deleted == 0 {
-            return Err(ApiError::NotFound);
-        }
-        tx.commit().await?;
-        ended
-    });
-    state.events.ended(&ended, EndReason::UserDisabled);
-    tracing::info!(user_id = id, by = caller.user.id, "user deleted");
+    super::delete(&state, id, &Author::api(&caller.user)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

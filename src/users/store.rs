@@ -1,9 +1,8 @@
 //! The SQL of users.
 
 use super::model::User;
-use crate::clock::Micros;
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::with_db;
 
 macro_rules! user_select {
@@ -41,32 +40,6 @@ pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
 
 pub async fn list(db: &Db, limit: i64, offset: i64) -> Result<Vec<User>, sqlx::Error> {
     with_db!(db, |pool| sqlx::query_as(LIST).bind(limit).bind(offset).fetch_all(pool).await)
-}
-
-pub struct NewUser<'a> {
-    pub username: &'a str,
-    pub password_hash: &'a str,
-    pub is_superuser: bool,
-    pub is_system_auditor: bool,
-}
-
-pub async fn create(db: &Db, new: &NewUser<'_>, now: Micros) -> ApiResult<User> {
-    let sql = concat!(
-        "INSERT INTO users (username, password_hash, is_superuser, is_system_auditor, is_active, created_at, modified_at) \
-         VALUES ($1, $2, $3, $4, TRUE, $5, $5) RETURNING ",
-        "id, username, is_superuser, is_system_auditor, is_active, created_at, modified_at, last_login_at"
-    );
-    let created = with_db!(db, |pool| {
-        sqlx::query_as(sql)
-            .bind(new.username)
-            .bind(new.password_hash)
-            .bind(new.is_superuser)
-            .bind(new.is_system_auditor)
-            .bind(now)
-            .fetch_one(pool)
-            .await
-    });
-    created.map_err(|err| on_username_taken(err, "username"))
 }
 
 /// Maps the unique violation on `users.username` to a field error; other errors pass.

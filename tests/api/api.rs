@@ -31,7 +31,8 @@ async fn every_route_is_in_the_openapi_document() {
         "/api/v2/users/{id}/",
         "/api/v2/users/{id}/sessions/",
         "/api/v2/settings/",
-        "/api/v2/settings/authentication/",
+        "/api/v2/settings/{slug}/",
+        "/api/v2/activity_stream/",
         "/healthz",
         "/readyz",
     ] {

@@ -177,6 +177,7 @@ impl TestApp {
             &bouncer::users::Password::parse(PASSWORD).unwrap(),
             true,
             false,
+            &bouncer::activity::Author::cli(),
         )
         .await
         .unwrap();

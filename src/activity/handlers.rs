@@ -1,0 +1,114 @@
+//! `GET /api/v2/activity_stream/`.
+
+use axum::extract::{Query, State};
+use axum::http::Uri;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::Origin;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::clock::rfc3339;
+use crate::error::{ApiResult, ErrorBody};
+use crate::pagination::{Page, PageParams};
+use crate::with_db;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    id: i64,
+    timestamp: i64,
+    actor_id: Option<i64>,
+    actor_username: Option<String>,
+    origin: String,
+    operation: String,
+    object: String,
+    object_id: Option<i64>,
+    category: Option<String>,
+    changes: String,
+}
+
+/// One recorded change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivityEntry {
+    id: i64,
+    /// Always `activity_stream`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: String,
+    /// Who made the change; null for the CLI and settings files. `id` is null once the
+    /// user is deleted.
+    actor: Option<ActivityActor>,
+    #[schema(value_type = Origin)]
+    origin: String,
+    /// `create`, `update`, `delete` or `revoke`.
+    operation: String,
+    /// `setting`, `user` or `session`.
+    object: String,
+    object_id: Option<i64>,
+    category: Option<String>,
+    /// `{field: [old, new]}`.
+    #[schema(value_type = Object)]
+    changes: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivityActor {
+    id: Option<i64>,
+    username: String,
+}
+
+impl From<Row> for ActivityEntry {
+    fn from(row: Row) -> Self {
+        ActivityEntry {
+            id: row.id,
+            kind: "activity_stream",
+            timestamp: rfc3339(row.timestamp),
+            actor: row.actor_username.map(|username| ActivityActor { id: row.actor_id, username }),
+            origin: row.origin,
+            operation: row.operation,
+            object: row.object,
+            object_id: row.object_id,
+            category: row.category,
+            changes: serde_json::from_str(&row.changes).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// The activity stream, newest first (superuser or system auditor).
+///
+/// One entry per change: settings (with `{KEY: [old, new]}`), users (created, changed,
+/// deleted) and sessions revoked by an administrator; with who made it and from where
+/// (`api`, `cli`, or `file` for a reloaded settings file).
+#[utoipa::path(get, path = "/api/v2/activity_stream/", tag = "activity", params(PageParams),
+    responses((status = 200, body = Page<ActivityEntry>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+    Query(params): Query<PageParams>,
+) -> ApiResult<axum::Json<Page<ActivityEntry>>> {
+    caller.require_reader()?;
+    let request = params.resolve()?;
+    let count: i64 =
+        with_db!(&state.db, |pool| sqlx::query_scalar("SELECT COUNT(*) FROM activity_stream").fetch_one(pool).await)?;
+    let request = request.within(count)?;
+    let rows: Vec<Row> = with_db!(&state.db, |pool| {
+        sqlx::query_as(
+            "SELECT id, timestamp, actor_id, actor_username, origin, operation, object, object_id, category, changes \
+             FROM activity_stream ORDER BY id DESC LIMIT $1 OFFSET $2",
+        )
+        .bind(request.size)
+        .bind(request.offset())
+        .fetch_all(pool)
+        .await
+    })?;
+    Ok(axum::Json(Page::new(&uri, request, count, rows.into_iter().map(ActivityEntry::from).collect())))
+}

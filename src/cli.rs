@@ -295,7 +295,7 @@ async fn settings_command(state: &AppState, command: SettingsCommand) -> anyhow:
             let values: serde_json::Map<String, serde_json::Value> =
                 snapshot.values().iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
             println!("{}", serde_json::to_string_pretty(&values)?);
-            for (key, _) in snapshot.values() {
+            for key in snapshot.values().keys() {
                 if let Some(file) = snapshot.defined_in_file(key) {
                     eprintln!("{key} is defined in {}", file.display());
                 }

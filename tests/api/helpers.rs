@@ -25,8 +25,37 @@ pub const ADMIN: &str = "admin";
 pub const PASSWORD: &str = "correct horse battery";
 
 /// Runs the body once on SQLite and once on PostgreSQL, as `NAME::sqlite` and `NAME::postgres`.
+/// With `conf = [(file name, text), ...]` the app starts with those settings files.
 #[macro_export]
 macro_rules! db_test {
+    ($name:ident, conf = [$(($file:expr, $text:expr)),* $(,)?], |$app:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn config() -> (bouncer::config::Config, tempfile::TempDir) {
+                let dir = tempfile::tempdir().unwrap();
+                $(std::fs::write(dir.path().join($file), $text).unwrap();)*
+                let mut config = $crate::helpers::test_config();
+                config.conf_dir = Some(dir.path().to_owned());
+                (config, dir)
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let (config, _dir) = config();
+                let $app = $crate::helpers::TestApp::sqlite_with(config).await;
+                $body
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let (config, _dir) = config();
+                let Some($app) = $crate::helpers::TestApp::postgres_with(concat!(module_path!(), "::postgres"), config).await
+                else {
+                    return;
+                };
+                $body
+            }
+        }
+    };
     ($name:ident, |$app:ident| $body:block) => {
         mod $name {
             #[allow(unused_imports)]

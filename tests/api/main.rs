@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod activity;
 mod api;
 mod basic;
 mod expiry;
@@ -11,4 +12,5 @@ mod lockout;
 mod login;
 mod process;
 mod settings;
+mod settings_files;
 mod users;

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BOUNCER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// Mark cookies `Secure` (set this when clients reach Bouncer over HTTPS; behind a trusted
+    /// proxy, `X-Forwarded-Proto: https` does it per request).
+    #[arg(long, env = "BOUNCER_COOKIE_SECURE")]
+    pub cookie_secure: bool,
+
     /// Username of the superuser created on first start, when there are no users.
     #[arg(long, env = "BOUNCER_ADMIN_USERNAME", default_value = "admin")]
     pub admin_username: String,
@@ -85,6 +90,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The settings directory, if any.
     pub conf_dir: Option<std::path::PathBuf>,
+    /// Always mark cookies `Secure`.
+    pub cookie_secure: bool,
 }
 
 impl Default for Config {
@@ -95,6 +102,7 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(5),
             trusted_proxies: Vec::new(),
             conf_dir: None,
+            cookie_secure: false,
         }
     }
 }
@@ -123,6 +131,7 @@ impl Config {
             config.session_retention_secs = serve.session_retention;
             config.sweep_interval = Duration::from_secs(serve.sweep_interval);
             config.trusted_proxies = serve.trusted_proxies.clone();
+            config.cookie_secure = serve.cookie_secure;
         }
         Ok(config)
     }

@@ -29,6 +29,8 @@ pub enum ApiError {
     SessionEnded(EndReason),
     #[error("permission denied")]
     PermissionDenied,
+    #[error("CSRF verification failed")]
+    CsrfFailed,
     #[error("session limit reached")]
     LimitReached,
     #[error("not found")]
@@ -63,7 +65,7 @@ impl ApiError {
             | ApiError::InvalidCredentials
             | ApiError::BasicAuthDisabled
             | ApiError::SessionEnded(_) => StatusCode::UNAUTHORIZED,
-            ApiError::PermissionDenied | ApiError::LimitReached => StatusCode::FORBIDDEN,
+            ApiError::PermissionDenied | ApiError::LimitReached | ApiError::CsrfFailed => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::InvalidPage => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -92,6 +94,7 @@ impl ApiError {
             ApiError::LimitReached => {
                 fixed("The maximum number of allowed sessions for this user has been reached.", "limit_reached")
             }
+            ApiError::CsrfFailed => fixed("CSRF verification failed.", "csrf_failed"),
             ApiError::NotFound => ("Not found.".into(), None),
             ApiError::InvalidPage => ("Invalid page.".into(), None),
             ApiError::MethodNotAllowed => ("Method not allowed.".into(), None),

@@ -62,14 +62,22 @@ pub fn string_field<'a>(body: &'a JsonObject, field: &str, errors: &mut crate::e
     }
 }
 
-/// Reads an optional boolean field of a JSON object.
+/// Reads an optional boolean field of a JSON object, as DRF's `BooleanField` does: `true`,
+/// `false`, `1`, `0` and their string forms (AWX's CLI sends `1` and `0`).
 pub fn bool_field(body: &JsonObject, field: &str, errors: &mut crate::error::Errors) -> Option<bool> {
-    match body.get(field) {
-        None | Some(serde_json::Value::Null) => None,
+    let value = match body.get(field) {
+        None | Some(serde_json::Value::Null) => return None,
         Some(serde_json::Value::Bool(b)) => Some(*b),
-        Some(_) => {
-            errors.add(field, "Must be a valid boolean.");
-            None
-        }
+        Some(serde_json::Value::Number(n)) => match n.as_i64() {
+            Some(1) => Some(true),
+            Some(0) => Some(false),
+            _ => None,
+        },
+        Some(serde_json::Value::String(s)) => crate::listing::parse_bool(s),
+        Some(_) => None,
+    };
+    if value.is_none() {
+        errors.add(field, "Must be a valid boolean.");
     }
+    value
 }

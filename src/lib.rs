@@ -9,6 +9,8 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod listing;
+pub mod metadata;
 pub mod pagination;
 mod root;
 pub mod sessions;
@@ -125,6 +127,7 @@ pub fn app(state: AppState) -> Router {
     let (router, api) = routes().split_for_parts();
     router
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
+        .route("/api/v2/{resource}/", axum::routing::any(awx_probe))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(auth::timeout_header))
@@ -132,6 +135,16 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Answers the `OPTIONS` that AWX's CLI sends to AWX resources Bouncer does not have (see
+/// [`metadata::AWX_PROBES`]); anything else under an unknown name is 404.
+async fn awx_probe(method: axum::http::Method, axum::extract::Path(resource): axum::extract::Path<String>) -> Response {
+    if method == axum::http::Method::OPTIONS && metadata::AWX_PROBES.contains(&resource.as_str()) {
+        metadata::options(&resource, "Not provided by Bouncer.", "OPTIONS", &[])
+    } else {
+        ApiError::NotFound.into_response()
+    }
 }
 
 /// Gives the errors that axum's own extractors produce (a bad path or query parameter, ...)

@@ -18,6 +18,15 @@ pub struct PageParams {
     pub page_size: Option<String>,
 }
 
+/// Filters and ordering, documented for the OpenAPI document (the list reads them from
+/// the query string itself; see `listing`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[allow(dead_code)]
+pub struct ListParams {
+    /// Fields to order by, comma-separated; `-field` for descending.
+    order_by: Option<String>,
+}
+
 /// A page request, resolved: 1-based page number and page size.
 #[derive(Debug, Clone, Copy)]
 pub struct PageRequest {

@@ -2,6 +2,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::Uri;
+use axum::response::Response;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -13,11 +14,54 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::error::{ApiResult, ErrorBody};
-use crate::pagination::{Page, PageParams};
-use crate::with_db;
+use crate::listing::{Column, Kind, Listing, column};
+use crate::metadata::{Field, options};
+use crate::pagination::{ListParams, Page, PageParams};
+use crate::{bind_all, with_db};
+
+/// The columns the activity stream can be filtered and ordered by.
+const COLUMNS: &[Column] = &[
+    column("id", "id", Kind::Integer),
+    column("timestamp", "timestamp", Kind::Time),
+    column("actor", "actor_id", Kind::Integer),
+    column("origin", "origin", Kind::Text),
+    column("operation", "operation", Kind::Text),
+    column("object", "object", Kind::Text),
+    column("object_id", "object_id", Kind::Integer),
+    column("category", "category", Kind::Text),
+];
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list))
+    OpenApiRouter::new().routes(routes!(list, list_options))
+}
+
+const FIELDS: &[Field] = &[
+    Field::new("id", "integer", "ID", "Database ID for this entry.").filterable(),
+    Field::new("timestamp", "datetime", "Timestamp", "When the change was made.").filterable(),
+    Field::new("actor", "object", "Actor", "Who made the change ({id, username}); null for the CLI and files.")
+        .filterable(),
+    Field::new("origin", "choice", "Origin", "Where the change came from.")
+        .filterable()
+        .choices(&["api", "cli", "file"]),
+    Field::new("operation", "choice", "Operation", "What was done.")
+        .filterable()
+        .choices(&["create", "update", "delete", "revoke"]),
+    Field::new("object", "choice", "Object", "What it was done to.")
+        .filterable()
+        .choices(&["setting", "user", "session"]),
+    Field::new("object_id", "integer", "Object ID", "The id of the user concerned, if any.").filterable(),
+    Field::new("category", "string", "Category", "The settings category, for settings.").filterable(),
+    Field::new("changes", "object", "Changes", "{field: [old, new]}."),
+];
+
+/// Describe the activity stream.
+#[utoipa::path(options, path = "/api/v2/activity_stream/", tag = "activity",
+    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn list_options(caller: Caller) -> ApiResult<Response> {
+    caller.require_reader()?;
+    Ok(options("Activity Stream", "Who changed what, when, and from where.", "GET, HEAD, OPTIONS", &[("GET", FIELDS)]))
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -86,7 +130,7 @@ impl From<Row> for ActivityEntry {
 /// One entry per change: settings (with `{KEY: [old, new]}`), users (created, changed,
 /// deleted) and sessions revoked by an administrator; with who made it and from where
 /// (`api`, `cli`, or `file` for a reloaded settings file).
-#[utoipa::path(get, path = "/api/v2/activity_stream/", tag = "activity", params(PageParams),
+#[utoipa::path(get, path = "/api/v2/activity_stream/", tag = "activity", params(PageParams, ListParams),
     responses((status = 200, body = Page<ActivityEntry>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn list(
@@ -97,18 +141,25 @@ async fn list(
 ) -> ApiResult<axum::Json<Page<ActivityEntry>>> {
     caller.require_reader()?;
     let request = params.resolve()?;
-    let count: i64 =
-        with_db!(&state.db, |pool| sqlx::query_scalar("SELECT COUNT(*) FROM activity_stream").fetch_one(pool).await)?;
+    let listing = Listing::parse(uri.query(), COLUMNS, &[], "id DESC", 1)?;
+    let count: i64 = with_db!(&state.db, |pool| {
+        bind_all!(sqlx::query_scalar(listing.sql("SELECT COUNT(*) FROM activity_stream WHERE {where}")), &listing.binds)
+            .fetch_one(pool)
+            .await
+    })?;
     let request = request.within(count)?;
+    let n = listing.next_param(1);
+    let sql = format!(
+        "SELECT id, timestamp, actor_id, actor_username, origin, operation, object, object_id, category, changes \
+         FROM activity_stream WHERE {{where}} ORDER BY {{order}} LIMIT ${n} OFFSET ${}",
+        n + 1
+    );
     let rows: Vec<Row> = with_db!(&state.db, |pool| {
-        sqlx::query_as(
-            "SELECT id, timestamp, actor_id, actor_username, origin, operation, object, object_id, category, changes \
-             FROM activity_stream ORDER BY id DESC LIMIT $1 OFFSET $2",
-        )
-        .bind(request.size)
-        .bind(request.offset())
-        .fetch_all(pool)
-        .await
+        bind_all!(sqlx::query_as(listing.sql(&sql)), &listing.binds)
+            .bind(request.size)
+            .bind(request.offset())
+            .fetch_all(pool)
+            .await
     })?;
     Ok(axum::Json(Page::new(&uri, request, count, rows.into_iter().map(ActivityEntry::from).collect())))
 }

@@ -1,6 +1,7 @@
 //! Who is calling: credentials from the request (Bearer or Tower's `Token` header, HTTP
 //! Basic), password checks with lockout, and the [`Caller`] extractor handlers ask for.
 
+pub mod cookies;
 pub mod lockout;
 pub mod password;
 pub mod token;
@@ -128,12 +129,20 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
+        let quiet = parts.headers.get(SESSION_QUIET).is_some_and(|v| v.as_bytes() == b"1");
         let caller = match credentials(&parts.headers)? {
-            None => return Err(ApiError::NotAuthenticated),
-            Some(Credentials::Token(token)) => {
-                let quiet = parts.headers.get(SESSION_QUIET).is_some_and(|v| v.as_bytes() == b"1");
-                sessions::authenticate(state, &token, quiet).await?
-            }
+            None => match cookies::cookie(&parts.headers, cookies::SESSION_COOKIE) {
+                Some(token) => {
+                    // Django's rule: a request the session cookie authenticates must prove it
+                    // comes from our own pages before it may change anything.
+                    if cookies::is_unsafe(&parts.method) && !cookies::csrf_ok(&parts.headers, None) {
+                        return Err(ApiError::CsrfFailed);
+                    }
+                    sessions::authenticate(state, token, quiet).await?
+                }
+                None => return Err(ApiError::NotAuthenticated),
+            },
+            Some(Credentials::Token(token)) => sessions::authenticate(state, &token, quiet).await?,
             Some(Credentials::Basic { username, password }) => {
                 if !state.settings.current().basic_enabled {
                     return Err(ApiError::BasicAuthDisabled);
@@ -165,11 +174,13 @@ pub async fn timeout_header(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Where a request comes from, for the session record.
+/// Where a request comes from, for the session record and the cookies.
 #[derive(Debug, Clone, Default)]
 pub struct ClientMeta {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// Cookies set in the response must be `Secure`.
+    pub secure: bool,
 }
 
 impl FromRequestParts<AppState> for ClientMeta {
@@ -183,7 +194,8 @@ impl FromRequestParts<AppState> for ClientMeta {
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(512).collect());
-        Ok(ClientMeta { ip: ip.map(|ip| ip.to_string()), user_agent })
+        let secure = cookies::secure(&parts.headers, cookies::peer_trusted(parts, state), state);
+        Ok(ClientMeta { ip: ip.map(|ip| ip.to_string()), user_agent, secure })
     }
 }
 

@@ -1,7 +1,9 @@
 //! Session endpoints: login, logout, one's own sessions, and a user's sessions (admin).
 
-use axum::extract::{Path, Query, State};
+use axum::Form;
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::Redirect;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,21 +14,98 @@ use super::store::{BY_ID, COUNT_FOR_USER, LIST_FOR_USER, SessionRow};
 use super::{EndReason, Session};
 use crate::AppState;
 use crate::activity::Author;
-use crate::auth::{AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, check_password, credentials, token};
+use crate::auth::{AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, check_password, cookies, credentials, token};
 use crate::clock::{rfc3339, seconds_until};
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors};
 use crate::extract::{ApiJson, JsonObject, string_field};
-use crate::pagination::{Page, PageParams};
+use crate::listing::{Column, Kind, Listing, column};
+use crate::metadata::{Field, options};
+use crate::pagination::{ListParams, Page, PageParams};
 use crate::users::store as users;
-use crate::with_db;
+use crate::{bind_all, with_db};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(login))
-        .routes(routes!(logout))
-        .routes(routes!(my_sessions))
-        .routes(routes!(my_session, end_my_session))
-        .routes(routes!(user_sessions, end_user_sessions))
+        .routes(routes!(login, login_options))
+        .routes(routes!(logout, logout_options))
+        .routes(routes!(my_sessions, my_sessions_options))
+        .routes(routes!(my_session, end_my_session, my_session_options))
+        .routes(routes!(user_sessions, end_user_sessions, user_sessions_options))
+}
+
+/// A session's fields as `OPTIONS` describes them.
+const FIELDS: &[Field] = &[
+    Field::new("id", "integer", "ID", "Database ID for this session.").filterable(),
+    Field::new("url", "string", "Url", "URL for this session."),
+    Field::new("user", "field", "User", "The user's id (null once the user is deleted)."),
+    Field::new("created", "datetime", "Created", "When the session was created (login).").filterable(),
+    Field::new("last_used", "datetime", "Last Used", "When the session was last used.").filterable(),
+    Field::new("expires", "datetime", "Expires", "When the session ends if it stays idle; null once ended."),
+    Field::new("ip_address", "string", "IP Address", "Where the login came from.").filterable(),
+    Field::new("user_agent", "string", "User Agent", "The client's User-Agent at login.").filterable(),
+    Field::new("current", "boolean", "Current", "Whether this is the session of the request."),
+    Field::new("active", "boolean", "Active", "Whether the session is live; ?active=true or false filters.")
+        .filterable(),
+    Field::new("ended_at", "datetime", "Ended At", "When the session ended.").filterable(),
+    Field::new("reason", "choice", "Reason", "Why the session ended.").filterable().choices(&[
+        "timeout_reached",
+        "limit_reached",
+        "logged_out",
+        "revoked",
+        "max_age_reached",
+        "password_changed",
+        "user_disabled",
+    ]),
+    Field::new("detail", "string", "Detail", "The reason in words."),
+    Field::new("ended_by", "object", "Ended By", "Who ended the session ({id, username}), null for expiry."),
+];
+
+const LOGIN_FIELDS: &[Field] = &[
+    Field::new("username", "string", "Username", "").required(),
+    Field::new("password", "string", "Password", "").required(),
+];
+
+/// Describe the login.
+#[utoipa::path(options, path = "/api/login/", tag = "auth", responses((status = 200, description = "Metadata", body = Object)))]
+async fn login_options() -> Response {
+    options("Login", "Log in with a username and password.", "POST, OPTIONS", &[("POST", LOGIN_FIELDS)])
+}
+
+/// Describe the logout.
+#[utoipa::path(options, path = "/api/logout/", tag = "auth", responses((status = 200, description = "Metadata", body = Object)))]
+async fn logout_options() -> Response {
+    options("Logout", "End the current session.", "POST, OPTIONS", &[("POST", &[])])
+}
+
+/// Describe your session list.
+#[utoipa::path(options, path = "/api/v2/me/sessions/", tag = "sessions",
+    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn my_sessions_options(_caller: Caller) -> Response {
+    options("Session List", "Your sessions, newest first.", "GET, HEAD, OPTIONS", &[("GET", FIELDS)])
+}
+
+/// Describe one of your sessions.
+#[utoipa::path(options, path = "/api/v2/me/sessions/{id}/", tag = "sessions", params(("id" = i64, Path)),
+    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn my_session_options(_caller: Caller, Path(_id): Path<i64>) -> Response {
+    options("Session Detail", "One of your sessions; DELETE ends it.", "GET, DELETE, HEAD, OPTIONS", &[("GET", FIELDS)])
+}
+
+/// Describe a user's session list.
+#[utoipa::path(options, path = "/api/v2/users/{id}/sessions/", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn user_sessions_options(caller: Caller, Path(_id): Path<i64>) -> ApiResult<Response> {
+    caller.require_reader()?;
+    Ok(options(
+        "User Session List",
+        "A user's sessions; DELETE (superuser) ends them all.",
+        "GET, DELETE, HEAD, OPTIONS",
+        &[("GET", FIELDS)],
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -35,6 +114,19 @@ pub struct LoginRequest {
     username: String,
     #[schema(format = Password)]
     password: String,
+}
+
+/// The browser's login form.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct FormLoginRequest {
+    username: String,
+    #[schema(format = Password)]
+    password: String,
+    /// Where to go after logging in: a local path (default `/api/v2/`).
+    next: Option<String>,
+    /// The value of the `csrftoken` cookie (or send it in `X-CSRFToken`).
+    csrfmiddlewaretoken: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -46,78 +138,166 @@ pub struct LoginResponse {
     session: Session,
 }
 
+/// A login body: JSON from scripts, or a form from browsers and AWX's CLI.
+pub enum LoginInput {
+    Json(JsonObject),
+    Form(Vec<(String, String)>),
+}
+
+impl FromRequest<AppState> for LoginInput {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if form {
+            let Form(fields) = Form::<Vec<(String, String)>>::from_request(req, state).await.map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest(rejection.body_text())
+                }
+            })?;
+            Ok(LoginInput::Form(fields))
+        } else {
+            let ApiJson(body) = ApiJson::<JsonObject>::from_request(req, state).await?;
+            Ok(LoginInput::Json(body))
+        }
+    }
+}
+
 /// Log in with a username and password and receive a bearer token.
 ///
 /// Creates a session. When the user is at `AUTH_TOKEN_PER_USER`, the oldest sessions end
 /// (`kick_oldest`) or the login is refused with 403 (`deny_new`). Wrong password and
 /// unknown user get the same answer; too many failures lock the username out (429).
-#[utoipa::path(post, path = "/api/login/", tag = "auth", request_body = LoginRequest,
+///
+/// A form-encoded body (`username`, `password`, `next`, and the CSRF token from the
+/// `csrftoken` cookie in `csrfmiddlewaretoken` or the `X-CSRFToken` header) logs a browser
+/// in instead: the token goes into the HttpOnly session cookie named in
+/// `X-API-Session-Cookie-Name`, and the answer is a 303 to `next` (a local path).
+#[utoipa::path(post, path = "/api/login/", tag = "auth",
+    request_body(content(
+        (LoginRequest = "application/json"),
+        (FormLoginRequest = "application/x-www-form-urlencoded"),
+    )),
     responses(
         (status = 200, description = "Logged in", body = LoginResponse,
             headers(("Auth-Token-Timeout" = i64, description = "Seconds until the session ends if idle"))),
-        (status = 400, description = "Missing fields or malformed JSON"),
+        (status = 303, description = "Logged in through the form; the session cookie is set",
+            headers(("Location" = String), ("X-API-Session-Cookie-Name" = String), ("Set-Cookie" = String))),
+        (status = 400, description = "Missing fields (`{field: [message]}`) or malformed JSON", body = ErrorBody),
         (status = 401, description = "Invalid credentials", body = ErrorBody),
-        (status = 403, description = "Session limit reached (deny_new)", body = ErrorBody),
-        (status = 429, description = "Locked out after too many failed logins", body = ErrorBody),
+        (status = 403, description = "Session limit reached (deny_new), or CSRF verification failed (form)", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
+        (status = 429, description = "Locked out after too many failed logins", body = ErrorBody,
+            headers(("Retry-After" = i64))),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
     ))]
 async fn login(
     State(state): State<AppState>,
     meta: ClientMeta,
-    ApiJson(body): ApiJson<JsonObject>,
+    headers: HeaderMap,
+    input: LoginInput,
 ) -> ApiResult<Response> {
-    let mut errors = Errors::default();
-    let username = string_field(&body, "username", &mut errors);
-    let password = string_field(&body, "password", &mut errors);
-    errors.finish()?;
-    let (username, password) = (username.unwrap_or_default(), password.unwrap_or_default());
-    let user_id = check_password(&state, username, password).await?;
-    let logged_in = super::create(&state, user_id, &meta).await?;
-    let now = state.clock.now();
-    let ends_at = super::store::end_of(now, now, &state.settings.current()).0;
-    let body =
-        LoginResponse { token: logged_in.token.token.clone(), expires: rfc3339(ends_at), session: logged_in.session };
-    let mut response = axum::Json(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(AUTH_TOKEN_TIMEOUT, HeaderValue::from(seconds_until(now, ends_at)));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    match input {
+        LoginInput::Json(body) => {
+            let mut errors = Errors::default();
+            let username = string_field(&body, "username", &mut errors);
+            let password = string_field(&body, "password", &mut errors);
+            errors.finish()?;
+            let logged_in = log_in(&state, &meta, username.unwrap_or_default(), password.unwrap_or_default()).await?;
+            let now = state.clock.now();
+            let ends_at = super::store::end_of(now, now, &state.settings.current()).0;
+            let body = LoginResponse {
+                token: logged_in.token.token.clone(),
+                expires: rfc3339(ends_at),
+                session: logged_in.session,
+            };
+            let mut response = axum::Json(body).into_response();
+            let headers = response.headers_mut();
+            headers.insert(AUTH_TOKEN_TIMEOUT, HeaderValue::from(seconds_until(now, ends_at)));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(response)
+        }
+        LoginInput::Form(fields) => {
+            let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            if !cookies::csrf_ok(&headers, field(cookies::CSRF_FIELD)) {
+                return Err(ApiError::CsrfFailed);
+            }
+            let mut errors = Errors::default();
+            for name in ["username", "password"] {
+                if field(name).is_none_or(str::is_empty) {
+                    errors.add(name, "This field is required.");
+                }
+            }
+            errors.finish()?;
+            let logged_in =
+                log_in(&state, &meta, field("username").unwrap_or_default(), field("password").unwrap_or_default())
+                    .await?;
+            let mut response = Redirect::to(&cookies::safe_next(field("next"))).into_response();
+            let headers = response.headers_mut();
+            headers.append(header::SET_COOKIE, cookies::session_cookie(Some(&logged_in.token.token), meta.secure));
+            // A new CSRF token for the new session, as Django rotates it at login.
+            headers.append(header::SET_COOKIE, cookies::csrf_cookie(&cookies::new_csrf_token(), meta.secure));
+            headers.insert("x-api-session-cookie-name", HeaderValue::from_static(cookies::SESSION_COOKIE));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(response)
+        }
+    }
+}
+
+async fn log_in(state: &AppState, meta: &ClientMeta, username: &str, password: &str) -> ApiResult<super::LoggedIn> {
+    let user_id = check_password(state, username, password).await?;
+    super::create(state, user_id, meta).await
 }
 
 /// End the current session.
 ///
-/// The session ends with `logged_out`. Logging out a session that has already ended is
-/// also 204.
+/// The session ends with `logged_out`, and the session cookie is cleared. Logging out a
+/// session that has already ended is also 204.
 #[utoipa::path(post, path = "/api/logout/", tag = "auth",
     responses(
         (status = 204, description = "Logged out"),
         (status = 401, description = "No credentials, or a token that matches no session", body = ErrorBody),
+        (status = 403, description = "CSRF verification failed (session cookie without the CSRF token)", body = ErrorBody),
     ),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<StatusCode> {
-    match credentials(&headers)? {
-        None => Err(ApiError::NotAuthenticated),
+async fn logout(State(state): State<AppState>, meta: ClientMeta, headers: HeaderMap) -> ApiResult<Response> {
+    let presented = match credentials(&headers)? {
         Some(Credentials::Basic { username, password }) => {
             if !state.settings.current().basic_enabled {
                 return Err(ApiError::BasicAuthDisabled);
             }
             check_password(&state, &username, &password).await?;
-            Ok(StatusCode::NO_CONTENT)
+            return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        Some(Credentials::Token(presented)) => {
-            let hash = token::digest(&presented);
-            let found: Option<(i64, Option<i64>)> = with_db!(&state.db, |pool| {
-                sqlx::query_as("SELECT id, user_id FROM sessions WHERE token_hash = $1")
-                    .bind(&hash)
-                    .fetch_optional(pool)
-                    .await
-            })?;
-            let (id, user_id) = found.ok_or(ApiError::SessionEnded(EndReason::InvalidToken))?;
-            if super::end_one(&state, id, EndReason::LoggedOut, user_id, state.clock.now()).await? {
-                tracing::info!(session_id = id, user_id, "logged out");
+        Some(Credentials::Token(token)) => token,
+        None => {
+            let token = cookies::cookie(&headers, cookies::SESSION_COOKIE).ok_or(ApiError::NotAuthenticated)?;
+            if !cookies::csrf_ok(&headers, None) {
+                return Err(ApiError::CsrfFailed);
             }
-            Ok(StatusCode::NO_CONTENT)
+            token.to_owned()
         }
+    };
+    let hash = token::digest(&presented);
+    let found: Option<(i64, Option<i64>)> = with_db!(&state.db, |pool| {
+        sqlx::query_as("SELECT id, user_id FROM sessions WHERE token_hash = $1").bind(&hash).fetch_optional(pool).await
+    })?;
+    let (id, user_id) = found.ok_or(ApiError::SessionEnded(EndReason::InvalidToken))?;
+    if super::end_one(&state, id, EndReason::LoggedOut, user_id, state.clock.now()).await? {
+        tracing::info!(session_id = id, user_id, "logged out");
     }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if cookies::cookie(&headers, cookies::SESSION_COOKIE).is_some() {
+        response.headers_mut().insert(header::SET_COOKIE, cookies::session_cookie(None, meta.secure));
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -137,6 +317,17 @@ impl SessionFilter {
     }
 }
 
+/// The columns a session list can be filtered and ordered by.
+const COLUMNS: &[Column] = &[
+    column("id", "s.id", Kind::Integer),
+    column("created", "s.created_at", Kind::Time),
+    column("last_used", "s.last_used_at", Kind::Time),
+    column("ended_at", "s.ended_at", Kind::Time),
+    column("reason", "s.end_reason", Kind::Text),
+    column("ip_address", "s.ip_address", Kind::Text),
+    column("user_agent", "s.user_agent", Kind::Text),
+];
+
 /// Lists a user's sessions, newest first, after ending those that are past their end.
 async fn list(
     state: &AppState,
@@ -148,15 +339,18 @@ async fn list(
 ) -> ApiResult<Page<Session>> {
     let active = filter.active()?;
     let request = params.resolve()?;
+    let listing = Listing::parse(uri.query(), COLUMNS, &["active"], "s.created_at DESC, s.id DESC", 3)?;
     super::expire(state, Some(user_id)).await?;
     let count: i64 = with_db!(&state.db, |pool| {
-        sqlx::query_scalar(COUNT_FOR_USER).bind(user_id).bind(active).fetch_one(pool).await
+        bind_all!(sqlx::query_scalar(listing.sql(COUNT_FOR_USER)).bind(user_id).bind(active), &listing.binds)
+            .fetch_one(pool)
+            .await
     })?;
     let request = request.within(count)?;
+    let n = listing.next_param(3);
+    let sql = format!("{LIST_FOR_USER} LIMIT ${n} OFFSET ${}", n + 1);
     let rows: Vec<SessionRow> = with_db!(&state.db, |pool| {
-        sqlx::query_as(LIST_FOR_USER)
-            .bind(user_id)
-            .bind(active)
+        bind_all!(sqlx::query_as(listing.sql(&sql)).bind(user_id).bind(active), &listing.binds)
             .bind(request.size)
             .bind(request.offset())
             .fetch_all(pool)
@@ -171,7 +365,7 @@ async fn list(
 ///
 /// Each says whether it is `active`, whether it is the `current` one (the session of this
 /// request), and for ended ones when and why they ended (`reason`, `detail`, `ended_by`).
-#[utoipa::path(get, path = "/api/v2/me/sessions/", tag = "sessions", params(PageParams, SessionFilter),
+#[utoipa::path(get, path = "/api/v2/me/sessions/", tag = "sessions", params(PageParams, SessionFilter, ListParams),
     responses((status = 200, body = Page<Session>), (status = 401, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn my_sessions(
@@ -221,7 +415,7 @@ async fn end_my_session(State(state): State<AppState>, caller: Caller, Path(id):
 
 /// A user's sessions, newest first (superuser or system auditor).
 #[utoipa::path(get, path = "/api/v2/users/{id}/sessions/", tag = "users",
-    params(("id" = i64, Path), PageParams, SessionFilter),
+    params(("id" = i64, Path), PageParams, SessionFilter, ListParams),
     responses((status = 200, body = Page<Session>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn user_sessions(

@@ -152,13 +152,12 @@ macro_rules! session_select {
     };
 }
 
-/// `$1` user id, `$2` active filter (NULL = all), `$3` limit, `$4` offset; newest first.
-pub const LIST_FOR_USER: &str = session_select!(
-    "WHERE s.user_id = $1 AND ($2 IS NULL OR (s.ended_at IS NULL) = $2) "
-    "ORDER BY s.created_at DESC, s.id DESC LIMIT $3 OFFSET $4"
-);
+/// `$1` user id, `$2` active filter (NULL = all), then the list's `{where}` and `{order}`
+/// (see `listing`); the caller appends LIMIT and OFFSET.
+pub const LIST_FOR_USER: &str =
+    session_select!("WHERE s.user_id = $1 AND ($2 IS NULL OR (s.ended_at IS NULL) = $2) AND {where} ORDER BY {order}");
 pub const COUNT_FOR_USER: &str =
-    "SELECT COUNT(*) FROM sessions s WHERE s.user_id = $1 AND ($2 IS NULL OR (s.ended_at IS NULL) = $2)";
+    "SELECT COUNT(*) FROM sessions s WHERE s.user_id = $1 AND ($2 IS NULL OR (s.ended_at IS NULL) = $2) AND {where}";
 /// `$1` session id.
 pub const BY_ID: &str = session_select!("WHERE s.id = $1");
 

@@ -22,13 +22,23 @@ use crate::error::{ApiError, ApiResult, ErrorBody, Errors};
 use crate::extract::{ApiJson, JsonObject};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(categories)).routes(routes!(
+    OpenApiRouter::new().routes(routes!(categories, categories_options)).routes(routes!(
         get_settings,
         put_settings,
         patch_settings,
         reset_settings,
         options_settings
     ))
+}
+
+/// Describe the settings categories.
+#[utoipa::path(options, path = "/api/v2/settings/", tag = "settings",
+    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn categories_options(caller: Caller) -> ApiResult<Response> {
+    caller.require_reader()?;
+    Ok(crate::metadata::options("Setting Categories", "Settings categories.", "GET, HEAD, OPTIONS", &[]))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -2,25 +2,105 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
+use axum::response::Response;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::model::{Password, UserView, Username};
+use super::model::{Password, User, UserView, Username};
 use super::store;
 use crate::AppState;
 use crate::activity::Author;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors};
 use crate::extract::{ApiJson, JsonObject, bool_field, string_field};
-use crate::pagination::{Page, PageParams};
+use crate::listing::{Column, Kind, Listing, column};
+use crate::metadata::{Field, options};
+use crate::pagination::{ListParams, Page, PageParams};
+use crate::{bind_all, with_db};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(me)).routes(routes!(list_users, create_user)).routes(routes!(
-        get_user,
-        update_user,
-        delete_user
+    OpenApiRouter::new()
+        .routes(routes!(me, me_options))
+        .routes(routes!(list_users, create_user, users_options))
+        .routes(routes!(get_user, update_user, delete_user, user_options))
+}
+
+/// A user's fields as `OPTIONS` describes them.
+pub const FIELDS: &[Field] = &[
+    Field::new("id", "integer", "ID", "Database ID for this user.").filterable(),
+    Field::new("type", "choice", "Type", "Data type for this user.").choices(&["user"]),
+    Field::new("url", "string", "Url", "URL for this user."),
+    Field::new("related", "object", "Related", "Data structure with URLs of related resources."),
+    Field::new("username", "string", "Username", "150 characters or fewer: letters, digits and @/./+/-/_ only.")
+        .filterable(),
+    Field::new("is_superuser", "boolean", "Superuser Status", "Superusers can do everything.").filterable(),
+    Field::new("is_system_auditor", "boolean", "System Auditor", "System auditors can read everything.").filterable(),
+    Field::new("is_active", "boolean", "Active", "Inactive users cannot log in; deactivating ends their sessions.")
+        .filterable(),
+    Field::new("created", "datetime", "Created", "Timestamp when this user was created.").filterable(),
+    Field::new("modified", "datetime", "Modified", "Timestamp when this user was last modified.").filterable(),
+    Field::new("last_login", "datetime", "Last Login", "Timestamp of the user's last login.").filterable(),
+];
+
+const CREATE_FIELDS: &[Field] = &[
+    Field::new("username", "string", "Username", "150 characters or fewer: letters, digits and @/./+/-/_ only.")
+        .required()
+        .max_length(150),
+    Field::new("password", "string", "Password", "At least 8 characters.").required(),
+    Field::new("is_superuser", "boolean", "Superuser Status", "Superusers can do everything."),
+    Field::new("is_system_auditor", "boolean", "System Auditor", "System auditors can read everything."),
+];
+
+const UPDATE_FIELDS: &[Field] = &[
+    Field::new("username", "string", "Username", "150 characters or fewer: letters, digits and @/./+/-/_ only.")
+        .max_length(150),
+    Field::new("password", "string", "Password", "At least 8 characters; ends the user's sessions (password_changed)."),
+    Field::new("is_active", "boolean", "Active", "false ends the user's sessions (user_disabled) and refuses logins."),
+    Field::new("is_superuser", "boolean", "Superuser Status", "Superusers can do everything."),
+    Field::new("is_system_auditor", "boolean", "System Auditor", "System auditors can read everything."),
+];
+
+/// Describe the current user.
+#[utoipa::path(options, path = "/api/v2/me/", tag = "users",
+    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn me_options(_caller: Caller) -> Response {
+    options("Me", "The user you are logged in as.", "GET, HEAD, OPTIONS", &[("GET", FIELDS)])
+}
+
+/// Describe the user list: its fields (`actions.GET`, all filterable) and, for superusers,
+/// what creating a user takes (`actions.POST`).
+#[utoipa::path(options, path = "/api/v2/users/", tag = "users",
+    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn users_options(caller: Caller) -> ApiResult<Response> {
+    caller.require_reader()?;
+    let mut actions: Vec<(&str, &[Field])> = vec![("GET", FIELDS)];
+    if caller.user.is_superuser {
+        actions.push(("POST", CREATE_FIELDS));
+    }
+    Ok(options("User List", "Users, and creating one (superuser).", "GET, POST, HEAD, OPTIONS", &actions))
+}
+
+/// Describe a user: its fields and, for superusers, what a PATCH may change.
+#[utoipa::path(options, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn user_options(caller: Caller, Path(_id): Path<i64>) -> ApiResult<Response> {
+    caller.require_reader()?;
+    let mut actions: Vec<(&str, &[Field])> = vec![("GET", FIELDS)];
+    if caller.user.is_superuser {
+        actions.push(("PATCH", UPDATE_FIELDS));
+    }
+    Ok(options(
+        "User Detail",
+        "A user; changing and deleting it (superuser).",
+        "GET, PATCH, DELETE, HEAD, OPTIONS",
+        &actions,
     ))
 }
 
@@ -32,9 +112,25 @@ async fn me(caller: Caller) -> axum::Json<UserView> {
     axum::Json(UserView::from(&caller.user))
 }
 
-/// Users, in the order they were created (superuser or system auditor).
-#[utoipa::path(get, path = "/api/v2/users/", tag = "users", params(PageParams),
-    responses((status = 200, body = Page<UserView>), (status = 403, body = ErrorBody)),
+/// The columns a user list can be filtered and ordered by.
+const COLUMNS: &[Column] = &[
+    column("id", "id", Kind::Integer),
+    column("username", "username", Kind::Text),
+    column("is_superuser", "is_superuser", Kind::Boolean),
+    column("is_system_auditor", "is_system_auditor", Kind::Boolean),
+    column("is_active", "is_active", Kind::Boolean),
+    column("created", "created_at", Kind::Time),
+    column("modified", "modified_at", Kind::Time),
+    column("last_login", "last_login_at", Kind::Time),
+];
+
+/// Users (superuser or system auditor).
+///
+/// In the order they were created unless `?order_by=` says otherwise (`-field` for
+/// descending); `?field=value` keeps exact matches (`?username=alice`, `?is_active=false`).
+#[utoipa::path(get, path = "/api/v2/users/", tag = "users", params(PageParams, ListParams),
+    responses((status = 200, body = Page<UserView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn list_users(
     State(state): State<AppState>,
@@ -44,9 +140,26 @@ async fn list_users(
 ) -> ApiResult<axum::Json<Page<UserView>>> {
     caller.require_reader()?;
     let request = params.resolve()?;
-    let count = store::count(&state.db).await?;
+    let listing = Listing::parse(uri.query(), COLUMNS, &[], "id", 1)?;
+    let count: i64 = with_db!(&state.db, |pool| {
+        bind_all!(sqlx::query_scalar(listing.sql("SELECT COUNT(*) FROM users WHERE {where}")), &listing.binds)
+            .fetch_one(pool)
+            .await
+    })?;
     let request = request.within(count)?;
-    let users = store::list(&state.db, request.size, request.offset()).await?;
+    let n = listing.next_param(1);
+    let sql = format!(
+        "SELECT id, username, is_superuser, is_system_auditor, is_active, created_at, modified_at, last_login_at \
+         FROM users WHERE {{where}} ORDER BY {{order}} LIMIT ${n} OFFSET ${}",
+        n + 1
+    );
+    let users: Vec<User> = with_db!(&state.db, |pool| {
+        bind_all!(sqlx::query_as(listing.sql(&sql)), &listing.binds)
+            .bind(request.size)
+            .bind(request.offset())
+            .fetch_all(pool)
+            .await
+    })?;
     Ok(axum::Json(Page::new(&uri, request, count, users.iter().map(UserView::from).collect())))
 }
 

@@ -6,6 +6,7 @@ mod helpers;
 mod activity;
 mod api;
 mod basic;
+mod browser;
 mod expiry;
 mod limits;
 mod lockout;

@@ -329,3 +329,66 @@ impl TestApp {
         self.sessions_of(user_id).await.iter().filter(|s| s["active"] == json!(true)).count()
     }
 }
+
+/// A fresh PostgreSQL database for tests that start the real binary, dropped at the end;
+/// `None` (and a SKIPPED line) when PostgreSQL is unreachable and not required.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn create(test: &str) -> Option<TestDatabase> {
+        let url = postgres_url();
+        let mut admin = match <sqlx::PgConnection as sqlx::Connection>::connect(&url).await {
+            Ok(conn) => conn,
+            Err(err) if !postgres_required() => {
+                let _ = writeln!(std::io::stderr(), "SKIPPED {test}: PostgreSQL unreachable at {url} ({err})");
+                return None;
+            }
+            Err(err) => panic!("PostgreSQL is required (BOUNCER_REQUIRE_POSTGRES=1) but unreachable at {url}: {err}"),
+        };
+        let name = format!(
+            "bouncer_test_{}",
+            bouncer::auth::token::random_bytes::<6>().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+        let base = url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&url);
+        Some(TestDatabase { url: format!("{base}/{name}"), name })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_url()).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// One HTTP/1.1 request to a real server over a fresh connection; returns the status and
+/// the body as JSON (null when it is not JSON).
+pub async fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let json = response.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+    (status, json)
+}

@@ -5,6 +5,7 @@ mod helpers;
 
 mod activity;
 mod api;
+mod awx;
 mod basic;
 mod browser;
 mod expiry;

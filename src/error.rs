@@ -119,6 +119,12 @@ pub struct ErrorBody {
     pub reason: Option<String>,
 }
 
+/// Validation errors in the OpenAPI document: every field in error with its messages
+/// (Django REST framework's shape); nothing was written.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"AUTH_TOKEN_EXPIRATION": ["Ensure this value is greater than or equal to 60."]}))]
+pub struct ValidationErrors(pub BTreeMap<String, Vec<String>>);
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match err {

@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::activity::Author;
 use crate::auth::{AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, check_password, cookies, credentials, token};
 use crate::clock::{rfc3339, seconds_until};
-use crate::error::{ApiError, ApiResult, ErrorBody, Errors};
+use crate::error::{ApiError, ApiResult, ErrorBody, Errors, ValidationErrors};
 use crate::extract::{ApiJson, JsonObject, string_field};
 use crate::listing::{Column, Kind, Listing, column};
 use crate::metadata::{Field, options};
@@ -189,7 +189,7 @@ impl FromRequest<AppState> for LoginInput {
             headers(("Auth-Token-Timeout" = i64, description = "Seconds until the session ends if idle"))),
         (status = 303, description = "Logged in through the form; the session cookie is set",
             headers(("Location" = String), ("X-API-Session-Cookie-Name" = String), ("Set-Cookie" = String))),
-        (status = 400, description = "Missing fields (`{field: [message]}`) or malformed JSON", body = ErrorBody),
+        (status = 400, description = "Missing fields, or malformed JSON (`{\"detail\"}`)", body = ValidationErrors),
         (status = 401, description = "Invalid credentials", body = ErrorBody),
         (status = 403, description = "Session limit reached (deny_new), or CSRF verification failed (form)", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),

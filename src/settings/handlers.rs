@@ -18,7 +18,7 @@ use super::{Origin, Snapshot};
 use crate::AppState;
 use crate::activity::Actor;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody, Errors};
+use crate::error::{ApiError, ApiResult, ErrorBody, Errors, ValidationErrors};
 use crate::extract::{ApiJson, JsonObject};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -137,7 +137,7 @@ async fn get_settings(State(state): State<AppState>, caller: Caller, Path(slug):
 /// `AUTH_TOKEN_MAX_AGE` ends the sessions now past it.
 #[utoipa::path(patch, path = "/api/v2/settings/{slug}/", tag = "settings",
     params(("slug" = String, Path, description = "`authentication` or `all`")), request_body = SettingValues,
-    responses((status = 200, body = SettingValues), (status = 400, description = "Field errors: {KEY: [message]}"),
+    responses((status = 200, body = SettingValues), (status = 400, description = "Field errors; nothing was written", body = ValidationErrors),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 415, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
@@ -156,7 +156,7 @@ async fn patch_settings(
 /// ("This field is required.").
 #[utoipa::path(put, path = "/api/v2/settings/{slug}/", tag = "settings",
     params(("slug" = String, Path, description = "`authentication` or `all`")), request_body = SettingValues,
-    responses((status = 200, body = SettingValues), (status = 400, description = "Field errors: {KEY: [message]}"),
+    responses((status = 200, body = SettingValues), (status = 400, description = "Field errors; nothing was written", body = ValidationErrors),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 415, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]

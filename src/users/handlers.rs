@@ -13,7 +13,7 @@ use super::store;
 use crate::AppState;
 use crate::activity::Author;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody, Errors};
+use crate::error::{ApiError, ApiResult, ErrorBody, Errors, ValidationErrors};
 use crate::extract::{ApiJson, JsonObject, bool_field, string_field};
 use crate::listing::{Column, Kind, Listing, column};
 use crate::metadata::{Field, options};
@@ -179,7 +179,7 @@ pub struct CreateUser {
 
 /// Create a user (superuser).
 #[utoipa::path(post, path = "/api/v2/users/", tag = "users", request_body = CreateUser,
-    responses((status = 201, body = UserView), (status = 400, description = "Field errors"), (status = 403, body = ErrorBody)),
+    responses((status = 201, body = UserView), (status = 400, description = "Field errors; nothing was written", body = ValidationErrors), (status = 403, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn create_user(
     State(state): State<AppState>,
@@ -241,7 +241,7 @@ pub struct UpdateUser {
 /// ends them with `user_disabled`. You cannot deactivate yourself or take away your own
 /// superuser flag.
 #[utoipa::path(patch, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)), request_body = UpdateUser,
-    responses((status = 200, body = UserView), (status = 400, description = "Field errors"),
+    responses((status = 200, body = UserView), (status = 400, description = "Field errors; nothing was written", body = ValidationErrors),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn update_user(

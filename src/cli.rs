@@ -141,12 +141,14 @@ async fn run_server(db_args: &DbArgs, serve: &ServeArgs) -> anyhow::Result<()> {
     let db = connect(db_args).await?;
     let state = AppState::new(db, config, Arc::new(SystemClock)).await?;
     bootstrap_admin(&state, serve).await?;
+    // Installed before anyone is told we listen: SIGHUP's default action ends the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let listener =
         tokio::net::TcpListener::bind(serve.bind).await.with_context(|| format!("cannot listen on {}", serve.bind))?;
     tracing::info!(address = %listener.local_addr()?, database = state.db.kind(), "listening");
     let sweeper = tokio::spawn(sessions::sweeper::run(state.clone(), state.config.sweep_interval));
     let watcher = tokio::spawn(settings::watch::run(state.clone()));
-    let reloader = tokio::spawn(reload_on_sighup(state.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(state.clone(), hangup));
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
     sweeper.abort();
@@ -158,8 +160,7 @@ async fn run_server(db_args: &DbArgs, serve: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Re-reads the settings directory on every SIGHUP.
-async fn reload_on_sighup(state: AppState) {
-    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+async fn reload_on_sighup(state: AppState, mut hangup: tokio::signal::unix::Signal) {
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: re-reading the settings files");
         if let Err(err) = settings::reload_files(&state).await {

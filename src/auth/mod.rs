@@ -152,23 +152,52 @@ impl FromRequestParts<AppState> for Caller {
                 Caller { user, session: None }
             }
         };
-        if let (Some(session), Some(slot)) = (caller.session, parts.extensions.get::<TimeoutSlot>()) {
-            let _ = slot.0.set(seconds_until(state.clock.now(), session.ends_at));
+        if let Some(slot) = parts.extensions.get::<AuthSlot>() {
+            let _ = slot.0.set(Authenticated {
+                user_id: caller.user.id,
+                username: caller.user.username.clone(),
+                is_superuser: caller.user.is_superuser,
+                session_id: caller.session.map(|s| s.id),
+                timeout: caller.session.map(|s| seconds_until(state.clock.now(), s.ends_at)),
+            });
         }
         Ok(caller)
     }
 }
 
-/// Where the extractor leaves the session's remaining idle time for the response header.
+/// Who a request turned out to be, as the [`Caller`] extractor found: for the
+/// `Auth-Token-Timeout` header and for the pages of the browsable API.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user_id: i64,
+    pub username: String,
+    pub is_superuser: bool,
+    /// The session of a token or cookie; `None` for HTTP Basic.
+    pub session_id: Option<i64>,
+    /// Seconds until that session ends if idle.
+    pub timeout: Option<i64>,
+}
+
+/// Where the extractor leaves [`Authenticated`]; middleware put it in the request first.
 #[derive(Clone, Default)]
-struct TimeoutSlot(Arc<OnceLock<i64>>);
+pub struct AuthSlot(pub Arc<OnceLock<Authenticated>>);
+
+impl AuthSlot {
+    /// The slot of a request, added if the request has none yet.
+    pub fn of(request: &mut Request) -> AuthSlot {
+        request.extensions_mut().get_or_insert_default::<AuthSlot>().clone()
+    }
+
+    pub fn get(&self) -> Option<&Authenticated> {
+        self.0.get()
+    }
+}
 
 /// Adds `Auth-Token-Timeout` to every response of a token-authenticated request.
 pub async fn timeout_header(mut request: Request, next: Next) -> Response {
-    let slot = TimeoutSlot::default();
-    request.extensions_mut().insert(slot.clone());
+    let slot = AuthSlot::of(&mut request);
     let mut response = next.run(request).await;
-    if let Some(&seconds) = slot.0.get() {
+    if let Some(seconds) = slot.get().and_then(|a| a.timeout) {
         response.headers_mut().insert(AUTH_TOKEN_TIMEOUT, HeaderValue::from(seconds));
     }
     response

@@ -13,6 +13,7 @@ mod limits;
 mod lockout;
 mod login;
 mod process;
+mod process_settings;
 mod settings;
 mod settings_files;
 mod users;

@@ -147,7 +147,7 @@ async fn run_server(db_args: &DbArgs, serve: &ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(serve.bind).await.with_context(|| format!("cannot listen on {}", serve.bind))?;
     tracing::info!(address = %listener.local_addr()?, database = state.db.kind(), "listening");
     let sweeper = tokio::spawn(sessions::sweeper::run(state.clone(), state.config.sweep_interval));
-    let watcher = tokio::spawn(settings::watch::run(state.clone()));
+    let watcher = tokio::spawn(crate::cluster::run(state.clone()));
     let reloader = tokio::spawn(reload_on_sighup(state.clone(), hangup));
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;

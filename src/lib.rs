@@ -3,8 +3,10 @@
 
 pub mod activity;
 pub mod auth;
+pub mod browse;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -62,10 +64,10 @@ impl AppState {
         let (stored, version) = settings::load_stored(&db).await?;
         Ok(AppState {
             passwords: Passwords::new(config.argon2)?,
+            events: Events::new(&db),
             db,
             settings: Settings::new(&stored, files, config.conf_dir.clone(), version),
             clock,
-            events: Events::default(),
             gates: Arc::default(),
             config: Arc::new(config),
         })
@@ -115,6 +117,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(settings::router())
         .merge(activity::router())
+        .merge(browse::router())
 }
 
 /// The OpenAPI document, generated from the routes (committed as `openapi/openapi.json`).
@@ -125,16 +128,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let (router, api) = routes().split_for_parts();
-    router
+    let api = router
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
         .route("/api/v2/{resource}/", axum::routing::any(awx_probe))
+        .route("/static/{file}", axum::routing::get(browse::asset))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(auth::timeout_header))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state.clone());
+    browse::wrap(api, state).layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// Answers the `OPTIONS` that AWX's CLI sends to AWX resources Bouncer does not have (see

@@ -157,11 +157,26 @@ impl FromRequestParts<AppState> for Caller {
                 user_id: caller.user.id,
                 username: caller.user.username.clone(),
                 is_superuser: caller.user.is_superuser,
+                is_system_auditor: caller.user.is_system_auditor,
                 session_id: caller.session.map(|s| s.id),
                 timeout: caller.session.map(|s| seconds_until(state.clock.now(), s.ends_at)),
             });
         }
         Ok(caller)
+    }
+}
+
+/// A [`Caller`] whose request never moves the idle timer, whatever its headers (the event
+/// stream: a browser's `EventSource` cannot send `X-Session-Quiet`).
+#[derive(Debug, Clone)]
+pub struct QuietCaller(pub Caller);
+
+impl FromRequestParts<AppState> for QuietCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<QuietCaller> {
+        parts.headers.insert(SESSION_QUIET, HeaderValue::from_static("1"));
+        Ok(QuietCaller(Caller::from_request_parts(parts, state).await?))
     }
 }
 
@@ -172,6 +187,7 @@ pub struct Authenticated {
     pub user_id: i64,
     pub username: String,
     pub is_superuser: bool,
+    pub is_system_auditor: bool,
     /// The session of a token or cookie; `None` for HTTP Basic.
     pub session_id: Option<i64>,
     /// Seconds until that session ends if idle.

@@ -1,10 +1,15 @@
-//! `session_ended` events: published once for every session that ends, wherever it ends,
-//! to whoever listens in this process (the event stream of the browsable API).
+//! `session_ended` events: published once for every session that ends, wherever it ends, to
+//! whoever listens (the event stream of the browsable API), in this process at once and, on
+//! PostgreSQL, in every other instance through `NOTIFY` (see `cluster`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::EndReason;
+use crate::db::Db;
+
+/// The PostgreSQL channel on which instances tell each other which sessions ended.
+pub const CHANNEL: &str = "bouncer_events";
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SessionEnded {
@@ -16,25 +21,87 @@ pub struct SessionEnded {
 }
 
 #[derive(Debug, Clone)]
-pub struct Events(broadcast::Sender<SessionEnded>);
-
-impl Default for Events {
-    fn default() -> Self {
-        Events(broadcast::channel(1024).0)
-    }
+pub struct Events {
+    local: broadcast::Sender<SessionEnded>,
+    /// This instance, so that it skips its own notifications.
+    instance: i64,
+    pg: Option<sqlx::PgPool>,
 }
 
+/// What goes over `NOTIFY`: the sending instance and `(session, user, reason)` triples.
+#[derive(Debug, Serialize, Deserialize)]
+struct Notice {
+    i: i64,
+    e: Vec<(i64, Option<i64>, String)>,
+}
+
+/// Triples per notification: PostgreSQL's payload limit is 8000 bytes.
+const PER_NOTICE: usize = 150;
+
 impl Events {
+    pub fn new(db: &Db) -> Events {
+        Events {
+            local: broadcast::channel(4096).0,
+            instance: i64::from_le_bytes(crate::auth::token::random_bytes::<8>()),
+            pg: match db {
+                Db::Postgres(pool) => Some(pool.clone()),
+                Db::Sqlite(_) => None,
+            },
+        }
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEnded> {
-        self.0.subscribe()
+        self.local.subscribe()
     }
 
     /// Announces sessions that have just ended (after their transaction committed).
     pub fn ended(&self, ended: &[(i64, Option<i64>)], reason: EndReason) {
+        if ended.is_empty() {
+            return;
+        }
         for &(session_id, user_id) in ended {
             tracing::info!(session_id, user_id, reason = reason.code(), "session ended");
-            // No subscriber is not an error.
-            let _ = self.0.send(SessionEnded { session_id, user_id, reason, detail: reason.detail() });
+            self.deliver(session_id, user_id, reason);
         }
+        if let Some(pool) = &self.pg {
+            for chunk in ended.chunks(PER_NOTICE) {
+                let notice = Notice {
+                    i: self.instance,
+                    e: chunk.iter().map(|&(s, u)| (s, u, reason.code().to_owned())).collect(),
+                };
+                let payload = serde_json::to_string(&notice).expect("a notice serialises");
+                let pool = pool.clone();
+                // Fire and forget: the ending is committed; a lost notice only delays the
+                // news on other instances until their pages check quietly.
+                tokio::spawn(async move {
+                    if let Err(err) =
+                        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&pool).await
+                    {
+                        tracing::warn!(error = %err, "cannot announce ended sessions to other instances");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Delivers a notification from another instance to this one's listeners.
+    pub fn received(&self, payload: &str) {
+        let Ok(notice) = serde_json::from_str::<Notice>(payload) else {
+            tracing::warn!("unreadable session notice");
+            return;
+        };
+        if notice.i == self.instance {
+            return;
+        }
+        for (session_id, user_id, code) in notice.e {
+            if let Some(reason) = EndReason::from_code(&code) {
+                self.deliver(session_id, user_id, reason);
+            }
+        }
+    }
+
+    fn deliver(&self, session_id: i64, user_id: Option<i64>, reason: EndReason) {
+        // No subscriber is not an error.
+        let _ = self.local.send(SessionEnded { session_id, user_id, reason, detail: reason.detail() });
     }
 }

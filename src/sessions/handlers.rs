@@ -4,17 +4,22 @@ use axum::Form;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Redirect;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::store::{BY_ID, COUNT_FOR_USER, LIST_FOR_USER, SessionRow};
-use super::{EndReason, Session};
+use super::{EndReason, Session, SessionEnded};
 use crate::AppState;
 use crate::activity::Author;
-use crate::auth::{AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, check_password, cookies, credentials, token};
+use crate::auth::{
+    AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, QuietCaller, check_password, cookies, credentials, token,
+};
 use crate::clock::{rfc3339, seconds_until};
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors, ValidationErrors};
 use crate::extract::{ApiJson, JsonObject, string_field};
@@ -29,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login, login_options))
         .routes(routes!(logout, logout_options))
         .routes(routes!(my_sessions, my_sessions_options))
+        .routes(routes!(my_events))
         .routes(routes!(my_session, end_my_session, my_session_options))
         .routes(routes!(user_sessions, end_user_sessions, user_sessions_options))
 }
@@ -446,4 +452,60 @@ async fn end_user_sessions(
     let ended = super::revoke_all_of_user(&state, id, &Author::api(&caller.user)).await?;
     tracing::info!(user_id = id, ended, by = caller.user.id, "sessions revoked by an administrator");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Live events for your sessions (Server-Sent Events).
+///
+/// A `session_ended` event with `{session_id, reason, detail}` the moment any of your
+/// sessions ends, on this instance or another. Listening does not move the idle timer, and
+/// the stream ends after the event for its own session.
+#[utoipa::path(get, path = "/api/v2/me/events/", tag = "sessions",
+    responses(
+        (status = 200, description = "`text/event-stream` of `session_ended` events", content_type = "text/event-stream",
+            body = SessionEnded),
+        (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn my_events(
+    State(state): State<AppState>,
+    QuietCaller(caller): QuietCaller,
+) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let user_id = caller.user.id;
+    let own = caller.session.map(|s| s.id);
+    let receiver = state.events.subscribe();
+    // Subscribed: now look once whether our session ended in between, so no end is missed.
+    let already: Option<SessionEnded> = match own {
+        Some(id) => {
+            let reason: Option<Option<String>> = with_db!(&state.db, |pool| {
+                sqlx::query_scalar(super::store::END_REASON).bind(id).fetch_optional(pool).await
+            })
+            .unwrap_or(None);
+            reason.flatten().as_deref().and_then(EndReason::from_code).map(|reason| SessionEnded {
+                session_id: id,
+                user_id: Some(user_id),
+                reason,
+                detail: reason.detail(),
+            })
+        }
+        None => None,
+    };
+    let stream =
+        futures_util::stream::unfold((receiver, already, false), move |(mut receiver, first, done)| async move {
+            if done {
+                return None;
+            }
+            let event = match first {
+                Some(event) => event,
+                None => loop {
+                    match receiver.recv().await {
+                        Ok(event) if event.user_id == Some(user_id) => break event,
+                        Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => return None,
+                    }
+                },
+            };
+            let last = Some(event.session_id) == own;
+            let sse = Event::default().event("session_ended").json_data(&event).unwrap_or_default();
+            Some((Ok(sse), (receiver, None, last)))
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -18,7 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::settings::{LimitPolicy, Snapshot};
 use crate::users::User;
 use crate::{end_sessions, expire_sessions, record_activity, with_db};
-pub use events::{Events, SessionEnded};
+pub use events::{CHANNEL as EVENTS_CHANNEL, Events, SessionEnded};
 pub use handlers::router;
 pub use reason::EndReason;
 use store::*;

@@ -5,7 +5,6 @@ pub mod files;
 mod handlers;
 pub mod registry;
 mod store;
-pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,15 +1,17 @@
-//! Keeps this instance's settings in step with the database: a change made by another
+//! What instances sharing a database tell each other. Settings: a change made by another
 //! instance (or by the CLI) is installed here within a second. On PostgreSQL the change is
 //! announced with NOTIFY and heard at once; a poll of the settings version, every second on
 //! SQLite and every few seconds on PostgreSQL (in case a notification is lost with its
 //! connection), catches everything else. No request reads settings from the database.
+//! Sessions: on PostgreSQL, the sessions ended on another instance reach this one's event
+//! stream (`sessions::events`).
 
 use std::time::Duration;
 
-use super::store::{CHANNEL, reload};
 use crate::AppState;
 use crate::db::Db;
 use crate::error::ApiResult;
+use crate::settings::{CHANNEL, reload};
 use crate::with_db;
 
 /// Installs the stored settings if their version moved; true when it did.
@@ -49,7 +51,7 @@ pub async fn run(state: AppState) {
 
 async fn listen(state: &AppState, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen_all([CHANNEL, crate::sessions::EVENTS_CHANNEL]).await?;
     // Anything announced while we were not listening.
     let _ = refresh_if_changed(state).await;
     let mut poll = tokio::time::interval(Duration::from_secs(5));
@@ -57,6 +59,10 @@ async fn listen(state: &AppState, pool: &sqlx::PgPool) -> Result<(), sqlx::Error
         tokio::select! {
             notification = listener.try_recv() => {
                 match notification? {
+                    Some(n) if n.channel() == crate::sessions::EVENTS_CHANNEL => {
+                        state.events.received(n.payload());
+                        continue;
+                    }
                     Some(_) => {}
                     None => return Err(sqlx::Error::PoolClosed),
                 }

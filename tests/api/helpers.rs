@@ -102,6 +102,11 @@ pub struct TestApp {
     _guard: Guard,
 }
 
+pub struct SecondInstance {
+    pub router: Router,
+    pub state: AppState,
+}
+
 enum Guard {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres { schema: String },
@@ -194,6 +199,15 @@ impl TestApp {
         let pool = PoolConfig { max_connections: 8, acquire_timeout: Duration::from_secs(10) };
         let db = Db::connect_postgres(options, &pool).await.unwrap();
         Some(TestApp::start(db, config, Guard::Postgres { schema }).await)
+    }
+
+    /// Another instance on the same database: its own pool, state and router (PostgreSQL).
+    pub async fn second_instance(&self) -> SecondInstance {
+        let Guard::Postgres { schema } = &self._guard else { panic!("a second instance needs PostgreSQL") };
+        let options = PgConnectOptions::from_str(&postgres_url()).unwrap().options([("search_path", schema.as_str())]);
+        let db = Db::connect_postgres(options, &PoolConfig::default()).await.unwrap();
+        let state = AppState::new(db, test_config(), self.clock.clone()).await.unwrap();
+        SecondInstance { router: app(state.clone()), state }
     }
 
     async fn start(db: Db, config: Config, guard: Guard) -> TestApp {

@@ -13,6 +13,7 @@ mod expiry;
 mod limits;
 mod lockout;
 mod login;
+mod pages;
 mod process;
 mod process_settings;
 mod settings;

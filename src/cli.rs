@@ -2,7 +2,6 @@
 //! `bouncer user create|passwd|list`, `bouncer openapi`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -149,8 +148,12 @@ async fn run_server(db_args: &DbArgs, serve: &ServeArgs) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(sessions::sweeper::run(state.clone(), state.config.sweep_interval));
     let watcher = tokio::spawn(crate::cluster::run(state.clone()));
     let reloader = tokio::spawn(reload_on_sighup(state.clone(), hangup));
-    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
+    let closing = state.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        closing.close();
+    };
+    crate::server::serve(listener, app(state.clone()), shutdown).await;
     sweeper.abort();
     watcher.abort();
     reloader.abort();

@@ -39,6 +39,10 @@ pub struct DbArgs {
     /// How many password hashes may run at once (default: the number of cores).
     #[arg(long, env = "BOUNCER_ARGON2_MAX_CONCURRENT", global = true)]
     pub argon2_max_concurrent: Option<usize>,
+
+    /// How many logins may wait for a hash beyond those running; more get 503 at once.
+    #[arg(long, env = "BOUNCER_ARGON2_MAX_QUEUED", default_value_t = 256, global = true)]
+    pub argon2_max_queued: usize,
 }
 
 /// Options of `bouncer serve`.
@@ -114,6 +118,7 @@ impl DbArgs {
             iterations: self.argon2_iterations,
             parallelism: self.argon2_parallelism,
             max_concurrent: self.argon2_max_concurrent.unwrap_or(Argon2Config::default().max_concurrent),
+            max_queued: self.argon2_max_queued,
         }
     }
 }

@@ -45,6 +45,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("payload too large")]
     PayloadTooLarge,
+    #[error("too many logins at once")]
+    Busy,
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     #[error("internal error: {0:#}")]
@@ -71,7 +73,7 @@ impl ApiError {
             ApiError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -106,6 +108,7 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge => ("Request body is larger than 64 KiB.".into(), None),
             ApiError::Unavailable(_) => fixed("The database is unavailable; try again shortly.", "unavailable"),
+            ApiError::Busy => fixed("Too many logins at once; try again in a moment.", "busy"),
             ApiError::Internal(_) => fixed("Internal server error.", "internal_error"),
         }
     }
@@ -148,6 +151,9 @@ fn is_unavailable_code(code: Option<&str>) -> bool {
 
 impl From<anyhow::Error> for ApiError {
     fn from(err: anyhow::Error) -> Self {
+        if err.is::<crate::auth::password::Busy>() {
+            return ApiError::Busy;
+        }
         match err.downcast::<sqlx::Error>() {
             Ok(sql) => sql.into(),
             Err(other) => ApiError::Internal(other),
@@ -187,7 +193,7 @@ impl IntoResponse for ApiError {
             ApiError::LockedOut { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Busy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

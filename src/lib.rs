@@ -15,6 +15,7 @@ pub mod listing;
 pub mod metadata;
 pub mod pagination;
 mod root;
+pub mod server;
 pub mod sessions;
 pub mod settings;
 pub mod users;
@@ -50,6 +51,10 @@ pub struct AppState {
     pub events: Events,
     pub passwords: Arc<Passwords>,
     pub gates: Arc<auth::lockout::Gates>,
+    /// Becomes true when the server shuts down, so that endless responses (event streams)
+    /// end and the shutdown does not wait for them.
+    pub closing: tokio::sync::watch::Receiver<bool>,
+    closer: Arc<tokio::sync::watch::Sender<bool>>,
     pub config: Arc<Config>,
 }
 
@@ -62,6 +67,7 @@ impl AppState {
             None => settings::FileLayer::default(),
         };
         let (stored, version) = settings::load_stored(&db).await?;
+        let (closer, closing) = tokio::sync::watch::channel(false);
         Ok(AppState {
             passwords: Passwords::new(config.argon2)?,
             events: Events::new(&db),
@@ -69,8 +75,17 @@ impl AppState {
             settings: Settings::new(&stored, files, config.conf_dir.clone(), version),
             clock,
             gates: Arc::default(),
+            closing,
+            closer: Arc::new(closer),
             config: Arc::new(config),
         })
+    }
+}
+
+impl AppState {
+    /// Tells the endless responses to end: the server is shutting down.
+    pub fn close(&self) {
+        let _ = self.closer.send(true);
     }
 }
 
@@ -135,6 +150,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(auth::timeout_header))
+        // A request (its body included) that takes longer than this is answered 408.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(30),
+        ))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state.clone());

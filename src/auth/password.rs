@@ -2,7 +2,7 @@
 //! a login storm queues for the hasher instead of starving every other request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -17,6 +17,9 @@ pub struct Argon2Config {
     pub parallelism: u32,
     /// How many hashes may run at once (default: the number of cores).
     pub max_concurrent: usize,
+    /// How many more may wait for their turn; beyond that a login is refused at once
+    /// (503) instead of queueing without end.
+    pub max_queued: usize,
 }
 
 impl Default for Argon2Config {
@@ -26,6 +29,7 @@ impl Default for Argon2Config {
             iterations: 2,
             parallelism: 1,
             max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_queued: 256,
         }
     }
 }
@@ -36,8 +40,16 @@ pub struct Passwords {
     /// so that they cost the same work as a wrong password.
     dummy_hash: String,
     permits: Semaphore,
+    /// Hashes running or waiting, and how many may.
+    admitted: AtomicUsize,
+    capacity: usize,
     verifications: AtomicU64,
 }
+
+/// The hasher is saturated: the caller should answer 503 and say when to retry.
+#[derive(Debug, thiserror::Error)]
+#[error("too many password checks at once")]
+pub struct Busy;
 
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,6 +68,8 @@ impl Passwords {
             argon2,
             dummy_hash,
             permits: Semaphore::new(config.max_concurrent.max(1)),
+            admitted: AtomicUsize::new(0),
+            capacity: config.max_concurrent.max(1) + config.max_queued,
             verifications: AtomicU64::new(0),
         }))
     }
@@ -105,8 +119,25 @@ impl Passwords {
         .await
     }
 
+    /// Runs `work` on the blocking pool when a permit is free; refuses with [`Busy`] when
+    /// the hashes running and waiting already fill the queue, so memory and latency stay
+    /// bounded however many logins arrive.
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        let admitted = self.admitted.fetch_add(1, Ordering::SeqCst);
+        let _admission = Admission(&self.admitted);
+        if admitted >= self.capacity {
+            return Err(Busy.into());
+        }
         let _permit = self.permits.acquire().await?;
         Ok(tokio::task::spawn_blocking(work).await?)
+    }
+}
+
+/// Gives back a place in the queue when the hash is done (or abandoned).
+struct Admission<'a>(&'a AtomicUsize);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -488,24 +488,37 @@ async fn my_events(
         }
         None => None,
     };
-    let stream =
-        futures_util::stream::unfold((receiver, already, false), move |(mut receiver, first, done)| async move {
-            if done {
-                return None;
-            }
-            let event = match first {
-                Some(event) => event,
-                None => loop {
-                    match receiver.recv().await {
+    let listening = Listening { receiver, first: already, done: false, closing: state.closing.clone() };
+    let stream = futures_util::stream::unfold(listening, move |mut listening| async move {
+        if listening.done || *listening.closing.borrow() {
+            return None;
+        }
+        let event = match listening.first.take() {
+            Some(event) => event,
+            None => loop {
+                tokio::select! {
+                    received = listening.receiver.recv() => match received {
                         Ok(event) if event.user_id == Some(user_id) => break event,
                         Ok(_) | Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => return None,
-                    }
-                },
-            };
-            let last = Some(event.session_id) == own;
-            let sse = Event::default().event("session_ended").json_data(&event).unwrap_or_default();
-            Some((Ok(sse), (receiver, None, last)))
-        });
+                    },
+                    // The server is shutting down: end the stream (the page reconnects).
+                    _ = listening.closing.changed() => return None,
+                }
+            },
+        };
+        listening.done = Some(event.session_id) == own;
+        let sse = Event::default().event("session_ended").json_data(&event).unwrap_or_default();
+        Some((Ok(sse), listening))
+    });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Where an event stream stands: its subscription, an event to send first, whether its own
+/// session has ended, and the server's shutdown signal.
+struct Listening {
+    receiver: tokio::sync::broadcast::Receiver<SessionEnded>,
+    first: Option<SessionEnded>,
+    done: bool,
+    closing: tokio::sync::watch::Receiver<bool>,
 }

@@ -89,7 +89,7 @@ fn postgres_required() -> bool {
 pub fn test_config() -> Config {
     Config {
         // Cheap hashing for tests, through configuration (no test-only code path).
-        argon2: Argon2Config { memory_kib: 64, iterations: 1, parallelism: 1, max_concurrent: 2 },
+        argon2: Argon2Config { memory_kib: 64, iterations: 1, parallelism: 1, max_concurrent: 2, max_queued: 1000 },
         ..Config::default()
     }
 }

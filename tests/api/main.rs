@@ -16,6 +16,7 @@ mod login;
 mod pages;
 mod process;
 mod process_settings;
+mod security;
 mod settings;
 mod settings_files;
 mod users;

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use sqlx::AssertSqlSafe;
 
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::pagination::PageRequest;
+use crate::{bind_all, with_db};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
@@ -38,6 +41,8 @@ pub enum Bind {
     Integer(i64),
     Text(String),
     Boolean(bool),
+    /// A boolean or NULL (for an endpoint's own optional filters).
+    MaybeBoolean(Option<bool>),
 }
 
 /// The `WHERE` conditions (joined with AND, or `TRUE`) and `ORDER BY` list of a request.
@@ -113,9 +118,32 @@ impl Listing {
         AssertSqlSafe(template.replace("{where}", &self.conditions).replace("{order}", &self.order))
     }
 
-    /// The number of the first placeholder after the conditions'.
-    pub fn next_param(&self, first_param: usize) -> usize {
-        first_param + self.binds.len()
+    /// Counts the rows that `from` (SQL after `FROM`, with `{where}`) matches and fetches one
+    /// page of them as `T`, `select` being the column list. `fixed` binds the endpoint's own
+    /// parameters, `$1` to `$n`, before the list's (which start at `fixed.len() + 1`).
+    pub async fn fetch<T>(
+        &self,
+        db: &Db,
+        fixed: &[Bind],
+        select: &str,
+        from: &str,
+        request: PageRequest,
+    ) -> ApiResult<(PageRequest, i64, Vec<T>)>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        T: Send + Unpin,
+    {
+        let binds: Vec<Bind> = fixed.iter().chain(&self.binds).cloned().collect();
+        let count_sql = self.sql(&format!("SELECT COUNT(*) FROM {from}"));
+        let count: i64 = with_db!(db, |pool| bind_all!(sqlx::query_scalar(count_sql), &binds).fetch_one(pool).await)?;
+        let request = request.within(count)?;
+        let n = binds.len() + 1;
+        let page_sql =
+            self.sql(&format!("SELECT {select} FROM {from} ORDER BY {{order}} LIMIT ${n} OFFSET ${}", n + 1));
+        let rows: Vec<T> = with_db!(db, |pool| {
+            bind_all!(sqlx::query_as(page_sql), &binds).bind(request.size).bind(request.offset()).fetch_all(pool).await
+        })?;
+        Ok((request, count, rows))
     }
 }
 
@@ -154,6 +182,7 @@ macro_rules! bind_all {
                 $crate::listing::Bind::Integer(v) => query.bind(*v),
                 $crate::listing::Bind::Text(v) => query.bind(v.clone()),
                 $crate::listing::Bind::Boolean(v) => query.bind(*v),
+                $crate::listing::Bind::MaybeBoolean(v) => query.bind(*v),
             };
         }
         query

@@ -17,7 +17,6 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::listing::{Column, Kind, Listing, column};
 use crate::metadata::{Field, options};
 use crate::pagination::{ListParams, Page, PageParams};
-use crate::{bind_all, with_db};
 
 /// The columns the activity stream can be filtered and ordered by.
 const COLUMNS: &[Column] = &[
@@ -142,24 +141,8 @@ async fn list(
     caller.require_reader()?;
     let request = params.resolve()?;
     let listing = Listing::parse(uri.query(), COLUMNS, &[], "id DESC", 1)?;
-    let count: i64 = with_db!(&state.db, |pool| {
-        bind_all!(sqlx::query_scalar(listing.sql("SELECT COUNT(*) FROM activity_stream WHERE {where}")), &listing.binds)
-            .fetch_one(pool)
-            .await
-    })?;
-    let request = request.within(count)?;
-    let n = listing.next_param(1);
-    let sql = format!(
-        "SELECT id, timestamp, actor_id, actor_username, origin, operation, object, object_id, category, changes \
-         FROM activity_stream WHERE {{where}} ORDER BY {{order}} LIMIT ${n} OFFSET ${}",
-        n + 1
-    );
-    let rows: Vec<Row> = with_db!(&state.db, |pool| {
-        bind_all!(sqlx::query_as(listing.sql(&sql)), &listing.binds)
-            .bind(request.size)
-            .bind(request.offset())
-            .fetch_all(pool)
-            .await
-    })?;
+    let columns = "id, timestamp, actor_id, actor_username, origin, operation, object, object_id, category, changes";
+    let (request, count, rows): (_, _, Vec<Row>) =
+        listing.fetch(&state.db, &[], columns, "activity_stream WHERE {where}", request).await?;
     Ok(axum::Json(Page::new(&uri, request, count, rows.into_iter().map(ActivityEntry::from).collect())))
 }

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::store::{BY_ID, COUNT_FOR_USER, LIST_FOR_USER, SessionRow};
+use super::store::{BY_ID, SESSION_COLUMNS, SESSIONS_OF_USER, SessionRow};
 use super::{EndReason, Session, SessionEnded};
 use crate::AppState;
 use crate::activity::Author;
@@ -23,11 +23,11 @@ use crate::auth::{
 use crate::clock::{rfc3339, seconds_until};
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors, ValidationErrors};
 use crate::extract::{ApiJson, JsonObject, string_field};
-use crate::listing::{Column, Kind, Listing, column};
+use crate::listing::{Bind, Column, Kind, Listing, column};
 use crate::metadata::{Field, options};
 use crate::pagination::{ListParams, Page, PageParams};
 use crate::users::store as users;
-use crate::{bind_all, with_db};
+use crate::with_db;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -347,21 +347,9 @@ async fn list(
     let request = params.resolve()?;
     let listing = Listing::parse(uri.query(), COLUMNS, &["active"], "s.created_at DESC, s.id DESC", 3)?;
     super::expire(state, Some(user_id)).await?;
-    let count: i64 = with_db!(&state.db, |pool| {
-        bind_all!(sqlx::query_scalar(listing.sql(COUNT_FOR_USER)).bind(user_id).bind(active), &listing.binds)
-            .fetch_one(pool)
-            .await
-    })?;
-    let request = request.within(count)?;
-    let n = listing.next_param(3);
-    let sql = format!("{LIST_FOR_USER} LIMIT ${n} OFFSET ${}", n + 1);
-    let rows: Vec<SessionRow> = with_db!(&state.db, |pool| {
-        bind_all!(sqlx::query_as(listing.sql(&sql)).bind(user_id).bind(active), &listing.binds)
-            .bind(request.size)
-            .bind(request.offset())
-            .fetch_all(pool)
-            .await
-    })?;
+    let fixed = [Bind::Integer(user_id), Bind::MaybeBoolean(active)];
+    let (request, count, rows): (_, _, Vec<SessionRow>) =
+        listing.fetch(&state.db, &fixed, SESSION_COLUMNS, SESSIONS_OF_USER, request).await?;
     let (now, settings) = (state.clock.now(), state.settings.current());
     let results = rows.into_iter().map(|row| Session::new(row, now, &settings, current)).collect();
     Ok(Page::new(uri, request, count, results))

@@ -152,12 +152,13 @@ macro_rules! session_select {
     };
 }
 
-/// `$1` user id, `$2` active filter (NULL = all), then the list's `{where}` and `{order}`
-/// (see `listing`); the caller appends LIMIT and OFFSET.
-pub const LIST_FOR_USER: &str =
-    session_select!("WHERE s.user_id = $1 AND ($2 IS NULL OR (s.ended_at IS NULL) = $2) AND {where} ORDER BY {order}");
-pub const COUNT_FOR_USER: &str =
-    "SELECT COUNT(*) FROM sessions s WHERE s.user_id = $1 AND ($2 IS NULL OR (s.ended_at IS NULL) = $2) AND {where}";
+/// The columns of a [`SessionRow`].
+pub const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.ended_at, s.end_reason, \
+    s.ended_by, e.username AS ended_by_username, s.ip_address, s.user_agent";
+/// A user's sessions: `$1` user id, `$2` active filter (NULL = all), then a list's `{where}`.
+pub const SESSIONS_OF_USER: &str = "sessions s LEFT JOIN users e ON e.id = s.ended_by \
+    WHERE s.user_id = $1 AND ($2 IS NULL OR (s.ended_at IS NULL) = $2) AND {where}";
+
 /// `$1` session id.
 pub const BY_ID: &str = session_select!("WHERE s.id = $1");
 

@@ -18,7 +18,6 @@ use crate::extract::{ApiJson, JsonObject, bool_field, string_field};
 use crate::listing::{Column, Kind, Listing, column};
 use crate::metadata::{Field, options};
 use crate::pagination::{ListParams, Page, PageParams};
-use crate::{bind_all, with_db};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -141,25 +140,9 @@ async fn list_users(
     caller.require_reader()?;
     let request = params.resolve()?;
     let listing = Listing::parse(uri.query(), COLUMNS, &[], "id", 1)?;
-    let count: i64 = with_db!(&state.db, |pool| {
-        bind_all!(sqlx::query_scalar(listing.sql("SELECT COUNT(*) FROM users WHERE {where}")), &listing.binds)
-            .fetch_one(pool)
-            .await
-    })?;
-    let request = request.within(count)?;
-    let n = listing.next_param(1);
-    let sql = format!(
-        "SELECT id, username, is_superuser, is_system_auditor, is_active, created_at, modified_at, last_login_at \
-         FROM users WHERE {{where}} ORDER BY {{order}} LIMIT ${n} OFFSET ${}",
-        n + 1
-    );
-    let users: Vec<User> = with_db!(&state.db, |pool| {
-        bind_all!(sqlx::query_as(listing.sql(&sql)), &listing.binds)
-            .bind(request.size)
-            .bind(request.offset())
-            .fetch_all(pool)
-            .await
-    })?;
+    let columns = "id, username, is_superuser, is_system_auditor, is_active, created_at, modified_at, last_login_at";
+    let (request, count, users): (_, _, Vec<User>) =
+        listing.fetch(&state.db, &[], columns, "users WHERE {where}", request).await?;
     Ok(axum::Json(Page::new(&uri, request, count, users.iter().map(UserView::from).collect())))
 }
 

@@ -406,3 +406,60 @@ pub async fn http(addr: &str, method: &str, path: &str, token: Option<&str>, bod
     let json = response.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
     (status, json)
 }
+
+/// The real binary, serving on a free port: `bouncer serve` with cheap argon2 and the
+/// superuser `admin` / [`PASSWORD`]; its stderr is collected.
+pub struct Server {
+    pub child: tokio::process::Child,
+    pub addr: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
+        use tokio::io::AsyncBufReadExt;
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bouncer"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("BOUNCER_BIND", "127.0.0.1:0")
+            .env("BOUNCER_ADMIN_PASSWORD", PASSWORD)
+            .env("BOUNCER_ARGON2_MEMORY_KIB", "64")
+            .env("BOUNCER_ARGON2_ITERATIONS", "1")
+            .env_remove("BOUNCER_CONF_DIR")
+            .env_remove("RUST_LOG")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap();
+            let line = line.expect("the server printed `listening` before it stopped");
+            log.lock().unwrap().push_str(&line);
+            log.lock().unwrap().push('\n');
+            if line.contains("listening")
+                && let Some(rest) = line.split("address=").nth(1)
+            {
+                let addr = rest.split_whitespace().next().unwrap().to_owned();
+                let sink = log.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let mut log = sink.lock().unwrap();
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
+                });
+                return Server { child, addr, log };
+            }
+        }
+    }
+
+    /// Everything the server wrote on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}

@@ -3,7 +3,6 @@
 //! server.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -129,49 +128,32 @@ async fn a_spoofed_x_forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
     assert_eq!(not_the_proxy.body["session"]["ip_address"], json!("198.51.100.7"));
 }
 
-/// Collects everything logged, at every level.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn no_token_or_password_reaches_the_logs_even_at_trace() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let app = TestApp::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("logs.db").display());
+    let server = Server::start(&url, &[("RUST_LOG", "trace")]).await;
+    let addr = server.addr.as_str();
+    let login = |username: &'static str, password: &'static str| {
+        http(addr, "POST", "/api/login/", None, Some(json!({"username": username, "password": password})))
+    };
+    let (_, admin) = login(ADMIN, PASSWORD).await;
+    let admin = admin["token"].as_str().unwrap().to_owned();
     let secret = "a very secret password";
-    let id = app.create_user("carol").await;
-    let admin = app.admin_token().await;
-    let patch = json!({"password": secret});
-    app.send(Method::PATCH, &format!("/api/v2/users/{id}/"), Some(&admin), Some(patch)).await;
-    let login = app.login("carol", secret).await;
-    let token = login.body["token"].as_str().unwrap().to_owned();
-    app.me(&token).await;
-    app.login("carol", "a wrong password here").await;
-    let basic = format!(
-        "Basic {}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("carol:{secret}"))
-    );
-    app.get("/api/v2/me/", Some(&basic)).await;
-    app.logout(&token).await;
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("logged in") && logs.contains("logged out"), "the flow was logged");
-    for secret in [secret, token.as_str(), admin.as_str(), "a wrong password here", &basic[6..]] {
+    let (status, carol) =
+        http(addr, "POST", "/api/v2/users/", Some(&admin), Some(json!({"username": "carol", "password": secret})))
+            .await;
+    assert_eq!(status, 201, "{carol}");
+    let (_, body) = login("carol", "a very secret password").await;
+    let token = body["token"].as_str().unwrap().to_owned();
+    http(addr, "GET", "/api/v2/me/", Some(&token), None).await;
+    login("carol", "a wrong password here").await;
+    http(addr, "POST", "/api/logout/", Some(&token), None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let logs = server.log();
+    // Everything is enabled: sqlx logs every statement at DEBUG.
+    assert!(logs.contains("DEBUG sqlx::query") && logs.contains("logged in") && logs.contains("logged out"), "{logs}");
+    for secret in [secret, token.as_str(), admin.as_str(), "a wrong password here", PASSWORD] {
         assert!(!logs.contains(secret), "a secret reached the logs: {secret}");
     }
 }

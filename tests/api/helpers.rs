@@ -410,7 +410,8 @@ pub async fn http(addr: &str, method: &str, path: &str, token: Option<&str>, bod
 /// The real binary, serving on a free port: `bouncer serve` with cheap argon2 and the
 /// superuser `admin` / [`PASSWORD`]; its stderr is collected.
 pub struct Server {
-    pub child: tokio::process::Child,
+    /// Killed when the `Server` is dropped.
+    _child: tokio::process::Child,
     pub addr: String,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -453,7 +454,7 @@ impl Server {
                         log.push('\n');
                     }
                 });
-                return Server { child, addr, log };
+                return Server { _child: child, addr, log };
             }
         }
     }

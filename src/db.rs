@@ -67,6 +67,18 @@ impl Default for PoolConfig {
     }
 }
 
+/// A pooled connection is given out only outside any transaction. When SQLite rolls a
+/// transaction back by itself (a COMMIT that failed on a full disk), sqlx still counts it
+/// as open, and every later `BEGIN` on that connection would fail: such a connection is
+/// closed instead of reused.
+fn usable<C: sqlx::Connection>(conn: &C) -> bool {
+    let usable = !conn.is_in_transaction();
+    if !usable {
+        tracing::warn!("closing a pooled connection left inside a transaction");
+    }
+    usable
+}
+
 impl Db {
     /// Connects to `url` (`sqlite://path`, `sqlite::memory:`, `postgres://...`), creating a
     /// SQLite file when it does not exist.
@@ -83,6 +95,7 @@ impl Db {
             let pool = SqlitePoolOptions::new()
                 .max_connections(config.max_connections)
                 .acquire_timeout(config.acquire_timeout)
+                .before_acquire(|conn, _| Box::pin(async move { Ok(usable(conn)) }))
                 .connect_with(options)
                 .await?;
             Ok(Db::Sqlite(pool))
@@ -103,6 +116,7 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(usable(conn)) }))
             .connect_with(options)
             .await?;
         Ok(Db::Postgres(pool))

@@ -19,6 +19,8 @@ use tower::ServiceExt;
 
 /// How long a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection accepted just before shutdown has to send its request.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(300);
 /// How long connections in flight may take to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -28,20 +30,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(64 * 1024);
     let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors, say: wait a little rather than spin.
-                    tracing::warn!(error = %err, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let serve_one = |stream: tokio::net::TcpStream, peer: SocketAddr| {
         let service = app.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             request
@@ -54,8 +43,33 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            // Accepting first: a connection the kernel already holds is served, not reset.
+            biased;
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        serve_one(stream, peer);
+    }
+    // Serve what is still queued in the kernel, then give the connections that have not sent
+    // their first request yet a moment to do so: shutting down closes a connection whose
+    // request has not been read, and its client would see a reset instead of an answer.
+    while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::from_millis(5), listener.accept()).await {
+        serve_one(stream, peer);
     }
     drop(listener);
+    tokio::time::sleep(FIRST_REQUEST_GRACE).await;
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("connections still open after the grace period; closing them"),

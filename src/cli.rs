@@ -153,7 +153,8 @@ async fn run_server(db_args: &DbArgs, serve: &ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         closing.close();
     };
-    crate::server::serve(listener, app(state.clone()), shutdown).await;
+    let header_timeout = std::time::Duration::from_secs(serve.header_read_timeout.max(1));
+    crate::server::serve(listener, app(state.clone()), header_timeout, shutdown).await;
     sweeper.abort();
     watcher.abort();
     reloader.abort();

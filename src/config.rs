@@ -56,6 +56,10 @@ pub struct ServeArgs {
     #[arg(long, env = "BOUNCER_SESSION_RETENTION", default_value_t = 2_592_000)]
     pub session_retention: i64,
 
+    /// Seconds a client has to send its request headers (slow or silent clients are dropped).
+    #[arg(long, env = "BOUNCER_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+
     /// Seconds between two passes of the sweeper.
     #[arg(long, env = "BOUNCER_SWEEP_INTERVAL", default_value_t = 5)]
     pub sweep_interval: u64,

@@ -81,3 +81,22 @@ pub fn bool_field(body: &JsonObject, field: &str, errors: &mut crate::error::Err
     }
     value
 }
+
+/// A numeric id from the path: a 400 for what is not a number, a 404 for a number that can
+/// be no id (negative, or too large).
+pub struct Id(pub i64);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Id, ApiError> {
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::BadRequest("Invalid id.".into()))?;
+        let digits = raw.strip_prefix('-').unwrap_or(&raw);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::BadRequest(format!("Invalid id: {raw:?} is not a number.")));
+        }
+        raw.parse().map(Id).map_err(|_| ApiError::NotFound)
+    }
+}

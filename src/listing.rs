@@ -155,6 +155,9 @@ fn parse_value(column: &Column, raw: &str) -> ApiResult<Option<Bind>> {
     let invalid = || ApiError::field(column.name, format!("{raw:?} is not a valid value for {}.", column.name));
     Ok(Some(match column.kind {
         Kind::Integer => Bind::Integer(raw.parse().map_err(|_| invalid())?),
+        Kind::Text if raw.contains('\0') => {
+            return Err(ApiError::field(column.name, "Null characters are not allowed."));
+        }
         Kind::Text => Bind::Text(raw.to_owned()),
         Kind::Boolean => Bind::Boolean(parse_bool(raw).ok_or_else(invalid)?),
         Kind::Time => {

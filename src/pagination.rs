@@ -21,6 +21,7 @@ pub struct PageParams {
 /// Filters and ordering, documented for the OpenAPI document (the list reads them from
 /// the query string itself; see `listing`).
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct ListParams {
     /// Fields to order by, comma-separated; `-field` for descending.
@@ -39,7 +40,8 @@ impl PageParams {
         let page = match self.page.as_deref() {
             None => 1,
             Some("last") => i64::MAX,
-            Some(raw) => raw.parse::<i64>().ok().filter(|p| *p >= 1).ok_or_else(invalid_page)?,
+            // i64::MAX stands for "last", so it is not a page number anyone may ask for.
+            Some(raw) => raw.parse::<i64>().ok().filter(|p| *p >= 1 && *p < i64::MAX).ok_or_else(invalid_page)?,
         };
         // As in DRF, a page size that is not a positive integer is ignored.
         let size = self

@@ -1,7 +1,9 @@
 //! The HTTP server loop: hyper with the limits a server facing the network needs, which
-//! `axum::serve` does not set. A client has 10 seconds to send its request headers (a
-//! slow-loris connection is dropped), headers are bounded, and on shutdown the connections
-//! finish what they are doing (up to 30 seconds) before the process exits.
+//! `axum::serve` does not set. HTTP/1.1 only (Bouncer needs neither HTTP/2 nor upgrades, and
+//! guessing the protocol first is a read without a timeout): a client has
+//! `BOUNCER_HEADER_READ_TIMEOUT` (10 s) to send its request headers, from the first byte, so
+//! a connection that sends nothing or trickles is dropped; headers are bounded; and on
+//! shutdown the connections finish what they are doing (up to 30 seconds).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,34 +12,29 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-/// How long a client may take to send its request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection accepted just before shutdown has to send its request.
 pub const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(300);
 /// How long connections in flight may take to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets the connections finish.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(64 * 1024);
+pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration, shutdown: impl Future<Output = ()>) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
     let graceful = GracefulShutdown::new();
     let serve_one = |stream: tokio::net::TcpStream, peer: SocketAddr| {
         let service = app.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             request
         });
-        let connection =
-            builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection.into_owned());
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");

@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::clock::{Micros, seconds_until};
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::{self, EndReason};
-use crate::users::{User, store as users};
+use crate::users::{User, Username, store as users};
 
 pub const AUTH_TOKEN_TIMEOUT: HeaderName = HeaderName::from_static("auth-token-timeout");
 pub const SESSION_QUIET: &str = "x-session-quiet";
@@ -73,6 +73,12 @@ pub fn credentials(headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
 pub async fn check_password(state: &AppState, username: &str, password: &str) -> ApiResult<i64> {
     let (state, username, password) = (state.clone(), username.to_owned(), password.to_owned());
     tokio::spawn(async move {
+        if Username::parse(&username).is_err() {
+            // No such user can exist (and PostgreSQL refuses some such text, NUL say): the
+            // same work as a wrong password, and no database at all.
+            state.passwords.verify(&password, None).await?;
+            return Err(ApiError::InvalidCredentials);
+        }
         let settings = state.settings.current();
         let attempt = lockout::begin(&state.db, &state.gates, state.clock.as_ref(), &username, &settings).await?;
         let checked = async {

@@ -1,7 +1,7 @@
 //! Session endpoints: login, logout, one's own sessions, and a user's sessions (admin).
 
 use axum::Form;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Redirect;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -22,7 +22,7 @@ use crate::auth::{
 };
 use crate::clock::{rfc3339, seconds_until};
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors, ValidationErrors};
-use crate::extract::{ApiJson, JsonObject, string_field};
+use crate::extract::{ApiJson, Id, JsonObject, string_field};
 use crate::listing::{Bind, Column, Kind, Listing, column};
 use crate::metadata::{Field, options};
 use crate::pagination::{ListParams, Page, PageParams};
@@ -74,7 +74,7 @@ const LOGIN_FIELDS: &[Field] = &[
 /// Describe the login.
 #[utoipa::path(options, path = "/api/login/", tag = "auth", responses((status = 200, description = "Metadata", body = Object)))]
 async fn login_options() -> Response {
-    options("Login", "Log in with a username and password.", "POST, OPTIONS", &[("POST", LOGIN_FIELDS)])
+    options("Login", "Log in with a username and password.", "GET, HEAD, POST, OPTIONS", &[("POST", LOGIN_FIELDS)])
 }
 
 /// Describe the logout.
@@ -93,18 +93,18 @@ async fn my_sessions_options(_caller: Caller) -> Response {
 
 /// Describe one of your sessions.
 #[utoipa::path(options, path = "/api/v2/me/sessions/{id}/", tag = "sessions", params(("id" = i64, Path)),
-    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody)),
+    responses((status = 404, body = ErrorBody), (status = 400, description = "The id is not a number", body = ErrorBody), (status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn my_session_options(_caller: Caller, Path(_id): Path<i64>) -> Response {
+async fn my_session_options(_caller: Caller, Id(_id): Id) -> Response {
     options("Session Detail", "One of your sessions; DELETE ends it.", "GET, DELETE, HEAD, OPTIONS", &[("GET", FIELDS)])
 }
 
 /// Describe a user's session list.
 #[utoipa::path(options, path = "/api/v2/users/{id}/sessions/", tag = "users", params(("id" = i64, Path)),
-    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
+    responses((status = 404, body = ErrorBody), (status = 400, description = "The id is not a number", body = ErrorBody), (status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn user_sessions_options(caller: Caller, Path(_id): Path<i64>) -> ApiResult<Response> {
+async fn user_sessions_options(caller: Caller, Id(_id): Id) -> ApiResult<Response> {
     caller.require_reader()?;
     Ok(options(
         "User Session List",
@@ -383,13 +383,9 @@ async fn own_session(state: &AppState, caller: &Caller, id: i64) -> ApiResult<Se
 
 /// One of your sessions.
 #[utoipa::path(get, path = "/api/v2/me/sessions/{id}/", tag = "sessions", params(("id" = i64, Path)),
-    responses((status = 200, body = Session), (status = 404, body = ErrorBody)),
+    responses((status = 400, description = "The id is not a number", body = ErrorBody), (status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 200, body = Session), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn my_session(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-) -> ApiResult<axum::Json<Session>> {
+async fn my_session(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<axum::Json<Session>> {
     let row = own_session(&state, &caller, id).await?;
     let settings = state.settings.current();
     Ok(axum::Json(Session::new(row, state.clock.now(), &settings, caller.session.map(|s| s.id))))
@@ -399,9 +395,9 @@ async fn my_session(
 ///
 /// It ends with `revoked`; its client is told so. Ending an ended session is also 204.
 #[utoipa::path(delete, path = "/api/v2/me/sessions/{id}/", tag = "sessions", params(("id" = i64, Path)),
-    responses((status = 204, description = "Ended"), (status = 404, body = ErrorBody)),
+    responses((status = 400, description = "The id is not a number", body = ErrorBody), (status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 204, description = "Ended"), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn end_my_session(State(state): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+async fn end_my_session(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<StatusCode> {
     own_session(&state, &caller, id).await?;
     super::end_one(&state, id, EndReason::Revoked, Some(caller.user.id), state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -410,13 +406,13 @@ async fn end_my_session(State(state): State<AppState>, caller: Caller, Path(id):
 /// A user's sessions, newest first (superuser or system auditor).
 #[utoipa::path(get, path = "/api/v2/users/{id}/sessions/", tag = "users",
     params(("id" = i64, Path), PageParams, SessionFilter, ListParams),
-    responses((status = 200, body = Page<Session>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 400, description = "The id is not a number", body = ErrorBody), (status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 200, body = Page<Session>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn user_sessions(
     State(state): State<AppState>,
     caller: Caller,
     uri: Uri,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Query(params): Query<PageParams>,
     Query(filter): Query<SessionFilter>,
 ) -> ApiResult<axum::Json<Page<Session>>> {
@@ -428,13 +424,9 @@ async fn user_sessions(
 
 /// End every session of a user (superuser); they end with `revoked`.
 #[utoipa::path(delete, path = "/api/v2/users/{id}/sessions/", tag = "users", params(("id" = i64, Path)),
-    responses((status = 204, description = "Ended"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 400, description = "The id is not a number", body = ErrorBody), (status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 204, description = "Ended"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn end_user_sessions(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-) -> ApiResult<StatusCode> {
+async fn end_user_sessions(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<StatusCode> {
     caller.require_superuser()?;
     users::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     let ended = super::revoke_all_of_user(&state, id, &Author::api(&caller.user)).await?;

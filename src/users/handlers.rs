@@ -1,6 +1,6 @@
 //! User endpoints.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::activity::Author;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors, ValidationErrors};
-use crate::extract::{ApiJson, JsonObject, bool_field, string_field};
+use crate::extract::{ApiJson, Id, JsonObject, bool_field, string_field};
 use crate::listing::{Column, Kind, Listing, column};
 use crate::metadata::{Field, options};
 use crate::pagination::{ListParams, Page, PageParams};
@@ -86,10 +86,10 @@ async fn users_options(caller: Caller) -> ApiResult<Response> {
 
 /// Describe a user: its fields and, for superusers, what a PATCH may change.
 #[utoipa::path(options, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)),
-    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
+    responses((status = 404, body = ErrorBody), (status = 400, description = "The id is not a number", body = ErrorBody), (status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn user_options(caller: Caller, Path(_id): Path<i64>) -> ApiResult<Response> {
+async fn user_options(caller: Caller, Id(_id): Id) -> ApiResult<Response> {
     caller.require_reader()?;
     let mut actions: Vec<(&str, &[Field])> = vec![("GET", FIELDS)];
     if caller.user.is_superuser {
@@ -162,7 +162,7 @@ pub struct CreateUser {
 
 /// Create a user (superuser).
 #[utoipa::path(post, path = "/api/v2/users/", tag = "users", request_body = CreateUser,
-    responses((status = 201, body = UserView), (status = 400, description = "Field errors; nothing was written", body = ValidationErrors), (status = 403, body = ErrorBody)),
+    responses((status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 201, body = UserView), (status = 400, description = "Field errors; nothing was written", body = ValidationErrors), (status = 403, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn create_user(
     State(state): State<AppState>,
@@ -193,13 +193,9 @@ fn reject_unknown(body: &JsonObject, known: &[&str], errors: &mut Errors) {
 
 /// One user (superuser or system auditor).
 #[utoipa::path(get, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)),
-    responses((status = 200, body = UserView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 400, description = "The id is not a number", body = ErrorBody), (status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 200, body = UserView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn get_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-) -> ApiResult<axum::Json<UserView>> {
+async fn get_user(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<axum::Json<UserView>> {
     caller.require_reader()?;
     let user = store::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     Ok(axum::Json(UserView::from(&user)))
@@ -224,13 +220,13 @@ pub struct UpdateUser {
 /// ends them with `user_disabled`. You cannot deactivate yourself or take away your own
 /// superuser flag.
 #[utoipa::path(patch, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)), request_body = UpdateUser,
-    responses((status = 200, body = UserView), (status = 400, description = "Field errors; nothing was written", body = ValidationErrors),
+    responses((status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 200, body = UserView), (status = 400, description = "Field errors; nothing was written", body = ValidationErrors),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn update_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    Id(id): Id,
     ApiJson(body): ApiJson<JsonObject>,
 ) -> ApiResult<axum::Json<UserView>> {
     caller.require_superuser()?;
@@ -261,10 +257,10 @@ async fn update_user(
 /// The user's sessions end with `user_disabled` and are kept (without their user) for the
 /// retention period, so their clients are still told why.
 #[utoipa::path(delete, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)),
-    responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody),
+    responses((status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 204, description = "Deleted"), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn delete_user(State(state): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+async fn delete_user(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<StatusCode> {
     caller.require_superuser()?;
     if id == caller.user.id {
         return Err(ApiError::BadRequest("You cannot delete your own account.".into()));

@@ -10,6 +10,7 @@ mod basic;
 mod browser;
 mod e2e;
 mod expiry;
+mod hostile;
 mod limits;
 mod lockout;
 mod login;

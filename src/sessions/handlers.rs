@@ -296,6 +296,10 @@ async fn logout(State(state): State<AppState>, meta: ClientMeta, headers: Header
         sqlx::query_as("SELECT id, user_id FROM sessions WHERE token_hash = $1").bind(&hash).fetch_optional(pool).await
     })?;
     let (id, user_id) = found.ok_or(ApiError::SessionEnded(EndReason::InvalidToken))?;
+    // A session already past its end keeps the reason it ended with.
+    if let Some(user_id) = user_id {
+        super::expire(&state, Some(user_id)).await?;
+    }
     if super::end_one(&state, id, EndReason::LoggedOut, user_id, state.clock.now()).await? {
         tracing::info!(session_id = id, user_id, "logged out");
     }

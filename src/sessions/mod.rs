@@ -177,7 +177,8 @@ pub async fn create(state: &AppState, user_id: i64, meta: &ClientMeta) -> ApiRes
     Ok(LoggedIn { token: new, session: Session::new(row, now, &settings, Some(session_id)) })
 }
 
-fn publish(state: &AppState, ended: &[(Ended, EndReason)]) {
+/// Announces sessions ended by an expiry pass.
+pub(crate) fn publish(state: &AppState, ended: &[(Ended, EndReason)]) {
     for (sessions, reason) in ended {
         state.events.ended(sessions, *reason);
     }
@@ -193,14 +194,18 @@ pub async fn end_one(state: &AppState, id: i64, reason: EndReason, by: Option<i6
 /// Ends every live session of a user (`revoked`), with an activity-stream entry.
 pub async fn revoke_all_of_user(state: &AppState, user_id: i64, author: &Author) -> ApiResult<usize> {
     let now = state.clock.now();
-    let ended = with_db!(&state.db, |pool, dialect| {
+    let settings = state.settings.current();
+    let (ended, expired) = with_db!(&state.db, |pool, dialect| {
         let mut tx = pool.begin_with(dialect.begin_write).await?;
+        // Sessions already past their end keep the reason they ended with.
+        let expired = expire_sessions!(&mut *tx, &settings, now, Some(user_id), i64::MAX)?;
         let ended = end_sessions!(&mut *tx, END_USER, now, EndReason::Revoked, author.user_id(), user_id)?;
         let changes = serde_json::json!({ "active_sessions": [ended.len(), 0] });
         record_activity!(&mut *tx, now, &author.entry("revoke", "session", Some(user_id), changes))?;
         tx.commit().await?;
-        ended
+        (ended, expired)
     });
+    publish(state, &expired);
     state.events.ended(&ended, EndReason::Revoked);
     Ok(ended.len())
 }
@@ -244,8 +249,11 @@ pub async fn settings_changed(state: &AppState, before: &Snapshot, after: &Snaps
                 .execute(&mut *tx)
                 .await?;
             }
+            // Sessions already past their end neither count nor change their reason.
+            let expired = expire_sessions!(&mut *tx, after, now, None, i64::MAX)?;
             let ended = end_sessions!(&mut *tx, END_ALL_OVER_LIMIT, now, EndReason::LimitReached, by, limit)?;
             tx.commit().await?;
+            publish(state, &expired);
             ended
         });
         if !ended.is_empty() {

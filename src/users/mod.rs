@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::activity::Author;
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::{self, EndReason};
-use crate::{end_sessions, record_activity, with_db};
+use crate::{end_sessions, expire_sessions, record_activity, with_db};
 
 const RETURNING: &str =
     "RETURNING id, username, is_superuser, is_system_auditor, is_active, created_at, modified_at, last_login_at";
@@ -62,8 +62,11 @@ pub async fn create(
 pub async fn delete(state: &AppState, id: i64, author: &Author) -> ApiResult<()> {
     let now = state.clock.now();
     let by = author.user_id();
-    let ended = with_db!(&state.db, |pool, dialect| {
+    let settings = state.settings.current();
+    let (ended, expired) = with_db!(&state.db, |pool, dialect| {
         let mut tx = pool.begin_with(dialect.begin_write).await?;
+        // Sessions already past their end keep the reason they ended with.
+        let expired = expire_sessions!(&mut *tx, &settings, now, Some(id), i64::MAX)?;
         let ended = end_sessions!(&mut *tx, sessions::store::END_USER, now, EndReason::UserDisabled, by, id)?;
         let username: Option<String> = sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING username")
             .bind(id)
@@ -76,8 +79,9 @@ pub async fn delete(state: &AppState, id: i64, author: &Author) -> ApiResult<()>
             &author.entry("delete", "user", Some(id), json!({"username": [username, null]}))
         )?;
         tx.commit().await?;
-        ended
+        (ended, expired)
     });
+    sessions::publish(state, &expired);
     state.events.ended(&ended, EndReason::UserDisabled);
     tracing::info!(user_id = id, by, "user deleted");
     Ok(())
@@ -102,8 +106,11 @@ pub async fn update(state: &AppState, id: i64, changes: &Changes, author: &Autho
         None => None,
     };
     let now = state.clock.now();
-    let (user, ended_password, ended_disabled) = with_db!(&state.db, |pool, dialect| {
+    let settings = state.settings.current();
+    let (user, ended_password, ended_disabled, expired) = with_db!(&state.db, |pool, dialect| {
         let mut tx = pool.begin_with(dialect.begin_write).await?;
+        // Sessions already past their end keep the reason they ended with.
+        let expired = expire_sessions!(&mut *tx, &settings, now, Some(id), i64::MAX)?;
         let old: User =
             sqlx::query_as(store::BY_ID).bind(id).fetch_optional(&mut *tx).await?.ok_or(ApiError::NotFound)?;
         let updated = sqlx::query_as::<_, User>(concat!(
@@ -139,8 +146,9 @@ pub async fn update(state: &AppState, id: i64, changes: &Changes, author: &Autho
             record_activity!(&mut *tx, now, &author.entry("update", "user", Some(id), Value::Object(diff)))?;
         }
         tx.commit().await?;
-        (updated, changed, disabled)
+        (updated, changed, disabled, expired)
     });
+    sessions::publish(state, &expired);
     state.events.ended(&ended_disabled, EndReason::UserDisabled);
     state.events.ended(&ended_password, EndReason::PasswordChanged);
     if changes.password.is_some() {

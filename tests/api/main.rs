@@ -14,6 +14,7 @@ mod hostile;
 mod limits;
 mod lockout;
 mod login;
+mod model;
 mod pages;
 mod process;
 mod process_settings;

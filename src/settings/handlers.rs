@@ -74,6 +74,7 @@ async fn categories(caller: Caller) -> ApiResult<axum::Json<Categories>> {
 #[schema(example = json!({"AUTH_TOKEN_EXPIRATION": 1800, "AUTH_TOKEN_PER_USER": -1, "AUTH_BASIC_ENABLED": true,
     "AUTH_TOKEN_MAX_AGE": 0, "SESSION_LIMIT_POLICY": "kick_oldest", "AUTH_LOGIN_FAILURE_LIMIT": 10,
     "AUTH_LOGIN_LOCKOUT_SECONDS": 300}))]
+#[serde(deny_unknown_fields)]
 pub struct SettingValues {
     /// Idle timeout in seconds (60 ..= 30000000000).
     #[serde(rename = "AUTH_TOKEN_EXPIRATION")]

@@ -147,12 +147,14 @@ async fn list_users(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct CreateUser {
     /// 1 to 150 letters, digits and @/./+/-/_.
+    #[schema(min_length = 1, max_length = 150, pattern = r"^[\w.@+-]+$")]
     username: String,
-    /// At least 8 characters.
-    #[schema(format = Password)]
+    /// At least 8 characters (at most 1024 bytes).
+    #[schema(format = Password, min_length = 8, max_length = 1024)]
     password: String,
     #[serde(default)]
     is_superuser: bool,
@@ -202,6 +204,7 @@ async fn get_user(State(state): State<AppState>, caller: Caller, Id(id): Id) -> 
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UpdateUser {
     username: Option<String>,

@@ -6,12 +6,9 @@
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bouncer");
 const PASSWORD: &str = "correct horse battery";
 
 fn awx_command() -> Option<String> {
@@ -45,31 +42,6 @@ fn awx(awx: &str, connection: &[String], args: &[&str]) -> (i32, Value, String) 
     (output.status.code().unwrap_or(-1), json, format!("{stdout}{stderr}"))
 }
 
-async fn start(database_url: &str) -> (tokio::process::Child, String) {
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("serve")
-        .env("DATABASE_URL", database_url)
-        .env("BOUNCER_BIND", "127.0.0.1:0")
-        .env("BOUNCER_ADMIN_PASSWORD", PASSWORD)
-        .env("BOUNCER_ARGON2_MEMORY_KIB", "64")
-        .env("BOUNCER_ARGON2_ITERATIONS", "1")
-        .env_remove("BOUNCER_CONF_DIR")
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().to_owned();
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, addr);
-        }
-    }
-}
-
 async fn token(addr: &str) -> String {
     let (status, body) = crate::helpers::http(
         addr,
@@ -85,7 +57,8 @@ async fn token(addr: &str) -> String {
 
 async fn the_awx_cli_works_unchanged(database_url: &str) {
     let Some(awx_bin) = awx_command() else { return };
-    let (mut child, addr) = start(database_url).await;
+    let server = crate::helpers::Server::start(database_url, &[]).await;
+    let addr = server.addr.clone();
     let host = format!("http://{addr}");
     let password_mode: Vec<String> =
         ["--conf.host", &host, "--conf.username", "admin", "--conf.password", PASSWORD].map(String::from).into();
@@ -130,7 +103,6 @@ async fn the_awx_cli_works_unchanged(database_url: &str) {
     let (code, listed, out) = awx(&awx_bin, &token_mode, &["users", "list", "--username", "robot"]);
     assert_eq!(code, 0, "awx users list --username (token): {out}");
     assert_eq!(listed["count"], json!(1), "{out}");
-    child.start_kill().unwrap();
 }
 
 #[tokio::test]

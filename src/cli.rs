@@ -99,7 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The OpenAPI document as the committed `openapi/openapi.json` holds it.
 pub fn openapi_json() -> String {
-    crate::openapi().to_pretty_json().expect("the OpenAPI document serialises")
+    serde_json::to_string_pretty(&crate::openapi()).expect("the OpenAPI document serialises")
 }
 
 impl ServeArgs {

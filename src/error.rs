@@ -29,6 +29,9 @@ pub enum ApiError {
     SessionEnded(EndReason),
     #[error("permission denied")]
     PermissionDenied,
+    /// Permission denied, with the reason the client needs (deleting yourself, ...).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     #[error("CSRF verification failed")]
     CsrfFailed,
     #[error("session limit reached")]
@@ -67,7 +70,9 @@ impl ApiError {
             | ApiError::InvalidCredentials
             | ApiError::BasicAuthDisabled
             | ApiError::SessionEnded(_) => StatusCode::UNAUTHORIZED,
-            ApiError::PermissionDenied | ApiError::LimitReached | ApiError::CsrfFailed => StatusCode::FORBIDDEN,
+            ApiError::PermissionDenied | ApiError::Forbidden(_) | ApiError::LimitReached | ApiError::CsrfFailed => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound | ApiError::InvalidPage => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -93,6 +98,7 @@ impl ApiError {
             ApiError::PermissionDenied => {
                 fixed("You do not have permission to perform this action.", "permission_denied")
             }
+            ApiError::Forbidden(detail) => fixed(detail, "permission_denied"),
             ApiError::LimitReached => {
                 fixed("The maximum number of allowed sessions for this user has been reached.", "limit_reached")
             }

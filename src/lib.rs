@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod listing;
 pub mod metadata;
+mod openapi;
 pub mod pagination;
 mod root;
 pub mod server;
@@ -136,15 +137,16 @@ fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The OpenAPI document, generated from the routes (committed as `openapi/openapi.json`).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+pub fn openapi() -> serde_json::Value {
+    openapi::finish(routes().into_openapi())
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let (router, api) = routes().split_for_parts();
+    let api = openapi::finish(api);
     let api = router
-        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
+        .merge(SwaggerUi::new("/api/docs").external_url_unchecked("/api/openapi.json", api))
         .route("/api/v2/{resource}/", axum::routing::any(awx_probe))
         .route("/static/{file}", axum::routing::get(browse::asset))
         .fallback(|| async { ApiError::NotFound })

@@ -80,7 +80,7 @@ impl Listing {
         for (name, value) in &pairs {
             if name == "order_by" {
                 let mut terms = Vec::new();
-                for term in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                for term in value.split(',').map(|t| t.trim_matches(' ')).filter(|t| !t.is_empty()) {
                     let (name, direction) = match term.strip_prefix('-') {
                         Some(name) => (name, " DESC"),
                         None => (term, " ASC"),

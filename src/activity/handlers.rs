@@ -19,7 +19,7 @@ use crate::metadata::{Field, options};
 use crate::pagination::{ListParams, Page, PageParams};
 
 /// The columns the activity stream can be filtered and ordered by.
-const COLUMNS: &[Column] = &[
+pub(crate) const COLUMNS: &[Column] = &[
     column("id", "id", Kind::Integer),
     column("timestamp", "timestamp", Kind::Time),
     column("actor", "actor_id", Kind::Integer),

@@ -1,7 +1,7 @@
 //! The activity stream: who changed what, when, and from where (API, CLI or a settings
 //! file). Entries are written in the transaction of the change they record.
 
-mod handlers;
+pub(crate) mod handlers;
 
 use serde::Serialize;
 use serde_json::Value;

@@ -297,7 +297,7 @@ fn writable(allow: &[String], actions: Option<&Value>, auth: Option<&Authenticat
 /// from the handlers' doc comments).
 fn doc_for(path: &str) -> (String, String) {
     static PATHS: OnceLock<Value> = OnceLock::new();
-    let paths = PATHS.get_or_init(|| serde_json::to_value(crate::openapi()).unwrap_or_default()["paths"].clone());
+    let paths = PATHS.get_or_init(|| crate::openapi()["paths"].take());
     let found = paths
         .as_object()
         .and_then(|paths| paths.iter().find(|(template, _)| matches_template(template, path)).map(|(_, item)| item));

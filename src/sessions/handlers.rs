@@ -328,7 +328,7 @@ impl SessionFilter {
 }
 
 /// The columns a session list can be filtered and ordered by.
-const COLUMNS: &[Column] = &[
+pub(crate) const COLUMNS: &[Column] = &[
     column("id", "s.id", Kind::Integer),
     column("created", "s.created_at", Kind::Time),
     column("last_used", "s.last_used_at", Kind::Time),

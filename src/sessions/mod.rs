@@ -3,7 +3,7 @@
 //! happens, goes through an `END_*` statement and [`Events::ended`].
 
 mod events;
-mod handlers;
+pub(crate) mod handlers;
 mod reason;
 pub mod store;
 pub mod sweeper;

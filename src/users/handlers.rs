@@ -89,8 +89,9 @@ async fn users_options(caller: Caller) -> ApiResult<Response> {
     responses((status = 404, body = ErrorBody), (status = 400, description = "The id is not a number", body = ErrorBody), (status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn user_options(caller: Caller, Id(_id): Id) -> ApiResult<Response> {
+async fn user_options(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<Response> {
     caller.require_reader()?;
+    store::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     let mut actions: Vec<(&str, &[Field])> = vec![("GET", FIELDS)];
     if caller.user.is_superuser {
         actions.push(("PATCH", UPDATE_FIELDS));
@@ -112,7 +113,7 @@ async fn me(caller: Caller) -> axum::Json<UserView> {
 }
 
 /// The columns a user list can be filtered and ordered by.
-const COLUMNS: &[Column] = &[
+pub(crate) const COLUMNS: &[Column] = &[
     column("id", "id", Kind::Integer),
     column("username", "username", Kind::Text),
     column("is_superuser", "is_superuser", Kind::Boolean),
@@ -207,9 +208,11 @@ async fn get_user(State(state): State<AppState>, caller: Caller, Id(id): Id) -> 
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UpdateUser {
+    /// 1 to 150 letters, digits and @/./+/-/_.
+    #[schema(min_length = 1, max_length = 150, pattern = r"^[\w.@+-]+$")]
     username: Option<String>,
-    /// A new password ends the user's sessions (`password_changed`).
-    #[schema(format = Password)]
+    /// A new password (8 characters to 1024 bytes) ends the user's sessions (`password_changed`).
+    #[schema(format = Password, min_length = 8, max_length = 1024)]
     password: Option<String>,
     /// `false` ends the user's sessions (`user_disabled`) and refuses further logins.
     is_active: Option<bool>,
@@ -261,12 +264,12 @@ async fn update_user(
 /// retention period, so their clients are still told why.
 #[utoipa::path(delete, path = "/api/v2/users/{id}/", tag = "users", params(("id" = i64, Path)),
     responses((status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 204, description = "Deleted"), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+        (status = 403, description = "Not a superuser, or the user is yourself", body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn delete_user(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<StatusCode> {
     caller.require_superuser()?;
     if id == caller.user.id {
-        return Err(ApiError::BadRequest("You cannot delete your own account.".into()));
+        return Err(ApiError::Forbidden("You cannot delete your own account."));
     }
     super::delete(&state, id, &Author::api(&caller.user)).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,6 +1,6 @@
 //! Users: the model, its SQL, and the user endpoints (`/api/v2/users/`, `/api/v2/me/`).
 
-mod handlers;
+pub(crate) mod handlers;
 pub mod model;
 pub mod store;
 

@@ -18,7 +18,7 @@ async fn the_committed_openapi_document_matches_the_code() {
 
 #[tokio::test]
 async fn every_route_is_in_the_openapi_document() {
-    let doc = serde_json::to_value(bouncer::openapi()).unwrap();
+    let doc = bouncer::openapi();
     for path in [
         "/api/",
         "/api/v2/",

@@ -117,8 +117,9 @@ async fn user_sessions_options(caller: Caller, Id(_id): Id) -> ApiResult<Respons
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct LoginRequest {
+    #[schema(min_length = 1)]
     username: String,
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1)]
     password: String,
 }
 
@@ -215,6 +216,12 @@ async fn login(
             let mut errors = Errors::default();
             let username = string_field(&body, "username", &mut errors);
             let password = string_field(&body, "password", &mut errors);
+            // As DRF's CharField: a blank field is an error of its own (not a failed login).
+            for (name, value) in [("username", username), ("password", password)] {
+                if value == Some("") {
+                    errors.add(name, "This field may not be blank.");
+                }
+            }
             errors.finish()?;
             let logged_in = log_in(&state, &meta, username.unwrap_or_default(), password.unwrap_or_default()).await?;
             let now = state.clock.now();

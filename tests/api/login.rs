@@ -70,6 +70,15 @@ db_test!(a_login_without_fields_gets_field_errors, |app| {
     let wrong_type = app.send(Method::POST, "/api/login/", None, Some(json!({"username": 1, "password": "x"}))).await;
     assert_eq!(wrong_type.status, StatusCode::BAD_REQUEST);
     assert!(wrong_type.body["username"].is_array());
+    // Blank is not a failed login (nothing counted towards a lockout): a field error, as in DRF.
+    let before = app.state.passwords.verifications();
+    let blank = app.send(Method::POST, "/api/login/", None, Some(json!({"username": "", "password": ""}))).await;
+    assert_eq!(blank.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        blank.body,
+        json!({"username": ["This field may not be blank."], "password": ["This field may not be blank."]})
+    );
+    assert_eq!(app.state.passwords.verifications(), before, "no argon2 work for a blank field");
 });
 
 db_test!(logging_out_ends_the_session_with_logged_out_and_twice_is_fine, |app| {

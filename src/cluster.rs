@@ -52,7 +52,9 @@ pub async fn run(state: AppState) {
 async fn listen(state: &AppState, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
     listener.listen_all([CHANNEL, crate::sessions::EVENTS_CHANNEL]).await?;
-    // Anything announced while we were not listening.
+    // Anything announced while we were not listening: settings, and sessions that ended
+    // (the session cache starts again).
+    state.events.cache().clear();
     let _ = refresh_if_changed(state).await;
     let mut poll = tokio::time::interval(Duration::from_secs(5));
     loop {

@@ -40,6 +40,16 @@ pub struct DbArgs {
     #[arg(long, env = "BOUNCER_ARGON2_MAX_CONCURRENT", global = true)]
     pub argon2_max_concurrent: Option<usize>,
 
+    /// Milliseconds a live session read from the database is trusted by this process without
+    /// reading it again (0 turns the session cache off). Endings on this process and, on
+    /// PostgreSQL, on the others (NOTIFY) reach the cache at once; this bounds the rest.
+    #[arg(long, env = "BOUNCER_SESSION_CACHE_MS", default_value_t = 1000, global = true)]
+    pub session_cache_ms: u64,
+
+    /// Live sessions the cache holds at most.
+    #[arg(long, env = "BOUNCER_SESSION_CACHE_SIZE", default_value_t = 10_000, global = true)]
+    pub session_cache_size: usize,
+
     /// How many logins may wait for a hash beyond those running; more get 503 at once.
     #[arg(long, env = "BOUNCER_ARGON2_MAX_QUEUED", default_value_t = 256, global = true)]
     pub argon2_max_queued: usize,
@@ -100,6 +110,11 @@ pub struct Config {
     pub conf_dir: Option<std::path::PathBuf>,
     /// Always mark cookies `Secure`.
     pub cookie_secure: bool,
+    /// Microseconds a session read from the database is trusted without reading it again
+    /// (0: every request reads the database).
+    pub session_cache_ttl: crate::clock::Micros,
+    /// Sessions the cache holds at most.
+    pub session_cache_size: usize,
 }
 
 impl Default for Config {
@@ -111,6 +126,8 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             conf_dir: None,
             cookie_secure: false,
+            session_cache_ttl: 1_000_000,
+            session_cache_size: 10_000,
         }
     }
 }
@@ -133,7 +150,14 @@ impl Config {
             let default = std::path::PathBuf::from("conf.d");
             default.is_dir().then_some(default)
         });
-        let mut config = Config { argon2: db.argon2(), conf_dir, ..Config::default() };
+        anyhow::ensure!(db.session_cache_ms <= 60_000, "BOUNCER_SESSION_CACHE_MS must be at most 60000 (one minute)");
+        let mut config = Config {
+            argon2: db.argon2(),
+            conf_dir,
+            session_cache_ttl: i64::try_from(db.session_cache_ms).unwrap_or(i64::MAX) * 1000,
+            session_cache_size: db.session_cache_size,
+            ..Config::default()
+        };
         if let Some(serve) = serve {
             anyhow::ensure!(serve.session_retention >= 0, "BOUNCER_SESSION_RETENTION must be 0 or more seconds");
             anyhow::ensure!(serve.sweep_interval >= 1, "BOUNCER_SWEEP_INTERVAL must be at least 1 second");

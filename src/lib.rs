@@ -71,7 +71,10 @@ impl AppState {
         let (closer, closing) = tokio::sync::watch::channel(false);
         Ok(AppState {
             passwords: Passwords::new(config.argon2)?,
-            events: Events::new(&db),
+            events: Events::new(
+                &db,
+                sessions::cache::SessionCache::new(config.session_cache_ttl, config.session_cache_size),
+            ),
             db,
             settings: Settings::new(&stored, files, config.conf_dir.clone(), version),
             clock,

@@ -28,11 +28,11 @@ impl std::fmt::Debug for NewToken {
 
 pub fn generate() -> NewToken {
     let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
-    let hash = digest(&token);
+    let hash = digest(&token).to_vec();
     NewToken { token, hash }
 }
 
 /// The SHA-256 digest under which a token is stored and looked up.
-pub fn digest(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+pub fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }

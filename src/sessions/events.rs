@@ -1,11 +1,15 @@
 //! `session_ended` events: published once for every session that ends, wherever it ends, to
 //! whoever listens (the event stream of the browsable API), in this process at once and, on
-//! PostgreSQL, in every other instance through `NOTIFY` (see `cluster`).
+//! PostgreSQL, in every other instance through `NOTIFY` (see `cluster`). Every ending, and
+//! every change to a user, also reaches the session cache of every instance.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::EndReason;
+use super::cache::SessionCache;
 use crate::db::Db;
 
 /// The PostgreSQL channel on which instances tell each other which sessions ended.
@@ -26,21 +30,27 @@ pub struct Events {
     /// This instance, so that it skips its own notifications.
     instance: i64,
     pg: Option<sqlx::PgPool>,
+    cache: Arc<SessionCache>,
 }
 
-/// What goes over `NOTIFY`: the sending instance and `(session, user, reason)` triples.
+/// What goes over `NOTIFY`: the sending instance, `(session, user, reason)` triples of
+/// ended sessions, and users that changed.
 #[derive(Debug, Serialize, Deserialize)]
 struct Notice {
     i: i64,
+    #[serde(default)]
     e: Vec<(i64, Option<i64>, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    u: Vec<i64>,
 }
 
 /// Triples per notification: PostgreSQL's payload limit is 8000 bytes.
 const PER_NOTICE: usize = 150;
 
 impl Events {
-    pub fn new(db: &Db) -> Events {
+    pub fn new(db: &Db, cache: SessionCache) -> Events {
         Events {
+            cache: Arc::new(cache),
             local: broadcast::channel(4096).0,
             instance: i64::from_le_bytes(crate::auth::token::random_bytes::<8>()),
             pg: match db {
@@ -48,6 +58,11 @@ impl Events {
                 Db::Sqlite(_) => None,
             },
         }
+    }
+
+    /// The session cache these events keep true.
+    pub fn cache(&self) -> &SessionCache {
+        &self.cache
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEnded> {
@@ -68,19 +83,19 @@ impl Events {
                 let notice = Notice {
                     i: self.instance,
                     e: chunk.iter().map(|&(s, u)| (s, u, reason.code().to_owned())).collect(),
+                    u: Vec::new(),
                 };
-                let payload = serde_json::to_string(&notice).expect("a notice serialises");
-                let pool = pool.clone();
-                // Fire and forget: the ending is committed; a lost notice only delays the
-                // news on other instances until their pages check quietly.
-                tokio::spawn(async move {
-                    if let Err(err) =
-                        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&pool).await
-                    {
-                        tracing::warn!(error = %err, "cannot announce ended sessions to other instances");
-                    }
-                });
+                notify(pool, &notice);
             }
+        }
+    }
+
+    /// Announces that a user changed (flags, name, last login): every instance reads the
+    /// user's sessions from the database again.
+    pub fn user_changed(&self, user_id: i64) {
+        self.cache.forget_user(user_id);
+        if let Some(pool) = &self.pg {
+            notify(pool, &Notice { i: self.instance, e: Vec::new(), u: vec![user_id] });
         }
     }
 
@@ -93,6 +108,9 @@ impl Events {
         if notice.i == self.instance {
             return;
         }
+        for user_id in notice.u {
+            self.cache.forget_user(user_id);
+        }
         for (session_id, user_id, code) in notice.e {
             if let Some(reason) = EndReason::from_code(&code) {
                 self.deliver(session_id, user_id, reason);
@@ -101,7 +119,23 @@ impl Events {
     }
 
     fn deliver(&self, session_id: i64, user_id: Option<i64>, reason: EndReason) {
+        match user_id {
+            Some(user_id) => self.cache.forget_user(user_id),
+            None => self.cache.forget_session(session_id),
+        }
         // No subscriber is not an error.
         let _ = self.local.send(SessionEnded { session_id, user_id, reason, detail: reason.detail() });
     }
+}
+
+/// Sends `notice` to the other instances. Fire and forget: what it announces is committed;
+/// a lost notice is made up for by the cache's time to live and the pages' quiet checks.
+fn notify(pool: &sqlx::PgPool, notice: &Notice) {
+    let payload = serde_json::to_string(notice).expect("a notice serialises");
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&pool).await {
+            tracing::warn!(error = %err, "cannot announce to other instances");
+        }
+    });
 }

@@ -300,7 +300,10 @@ async fn logout(State(state): State<AppState>, meta: ClientMeta, headers: Header
     };
     let hash = token::digest(&presented);
     let found: Option<(i64, Option<i64>)> = with_db!(&state.db, |pool| {
-        sqlx::query_as("SELECT id, user_id FROM sessions WHERE token_hash = $1").bind(&hash).fetch_optional(pool).await
+        sqlx::query_as("SELECT id, user_id FROM sessions WHERE token_hash = $1")
+            .bind(&hash[..])
+            .fetch_optional(pool)
+            .await
     })?;
     let (id, user_id) = found.ok_or(ApiError::SessionEnded(EndReason::InvalidToken))?;
     // A session already past its end keeps the reason it ended with.

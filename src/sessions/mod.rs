@@ -2,6 +2,7 @@
 //! sessions end, the sweeper, and the session endpoints. Ending a session, wherever it
 //! happens, goes through an `END_*` statement and [`Events::ended`].
 
+pub mod cache;
 mod events;
 pub(crate) mod handlers;
 mod reason;
@@ -32,11 +33,36 @@ pub const BATCH: i64 = 1000;
 
 /// Checks a presented token: the caller when its session is live (moving its idle timer
 /// unless `quiet`), else the reason it ended.
+///
+/// A session this instance read less than the cache's time to live ago, and that nothing
+/// has ended since, is checked in memory (see [`cache`]); its idle timer is written to the
+/// database at most once per [`cache::WRITE_EVERY`]. Anything else reads the database.
 #[tracing::instrument(skip_all)]
 pub async fn authenticate(state: &AppState, token: &str, quiet: bool) -> ApiResult<Caller> {
-    let hash = token::digest(token);
+    let digest = token::digest(token);
+    let cache = state.events.cache();
+    let now = state.clock.now();
+    if let Some(entry) = cache.get(&digest, now) {
+        let settings = state.settings.current();
+        let (ends_at, _) = end_of(entry.created_at, entry.last_used, &settings);
+        // Past its end by what this instance knows: the database decides (another instance
+        // may have moved the idle timer), below.
+        if ends_at > now {
+            if quiet {
+                return Ok(caller(entry.user, entry.session_id, ends_at));
+            }
+            let touched = cache.touch(&digest, now);
+            if touched != cache::Touch::Gone {
+                if touched == cache::Touch::Write {
+                    touch(state, entry.session_id, now).await?;
+                }
+                return Ok(caller(entry.user, entry.session_id, end_of(entry.created_at, now, &settings).0));
+            }
+        }
+    }
+    let generation = cache.generation();
     let row: Option<TokenRow> =
-        with_db!(&state.db, |pool| sqlx::query_as(BY_TOKEN).bind(&hash).fetch_optional(pool).await)?;
+        with_db!(&state.db, |pool| sqlx::query_as(BY_TOKEN).bind(&digest[..]).fetch_optional(pool).await)?;
     let row = row.ok_or(ApiError::SessionEnded(EndReason::InvalidToken))?;
     if row.ended_at.is_some() {
         return Err(ended(row.end_reason.as_deref()));
@@ -61,26 +87,50 @@ pub async fn authenticate(state: &AppState, token: &str, quiet: bool) -> ApiResu
         }
     };
     let settings = state.settings.current();
-    let (ends_at, reason) = end_of(row.created_at, row.last_used_at, &settings);
+    // A use this instance saw but has not written yet counts (see `cache::WRITE_EVERY`).
+    let known = row.last_used_at.max(cache.last_used(&digest, row.id).unwrap_or(i64::MIN));
+    let (ends_at, reason) = end_of(row.created_at, known, &settings);
     if ends_at <= now {
         end_one(state, row.id, reason, None, ends_at).await?;
         return Err(ApiError::SessionEnded(reason));
     }
-    let ends_at = if quiet {
-        ends_at
+    let last_used = if quiet {
+        known
     } else {
-        let touched = with_db!(&state.db, |pool| {
-            sqlx::query(TOUCH).bind(now).bind(row.id).execute(pool).await.map(|r| r.rows_affected())
-        })?;
-        if touched == 0 {
-            // It ended between the read and the write: say why.
-            let reason: Option<Option<String>> =
-                with_db!(&state.db, |pool| sqlx::query_scalar(END_REASON).bind(row.id).fetch_optional(pool).await)?;
-            return Err(ended(reason.flatten().as_deref()));
-        }
-        end_of(row.created_at, now, &settings).0
+        touch(state, row.id, now).await?;
+        now
     };
-    Ok(Caller { user, session: Some(SessionAuth { id: row.id, ends_at }) })
+    let entry = cache::Entry {
+        session_id: row.id,
+        user,
+        created_at: row.created_at,
+        last_used,
+        stored_last_used: last_used,
+        loaded_at: now,
+    };
+    let ends_at = end_of(entry.created_at, last_used, &settings).0;
+    let caller = caller(entry.user.clone(), entry.session_id, ends_at);
+    cache.insert(digest, entry, generation);
+    Ok(caller)
+}
+
+fn caller(user: User, session_id: i64, ends_at: Micros) -> Caller {
+    Caller { user, session: Some(SessionAuth { id: session_id, ends_at }) }
+}
+
+/// Writes a session's last use; a session that ended meanwhile is refused with its reason.
+async fn touch(state: &AppState, session_id: i64, now: Micros) -> ApiResult<()> {
+    let touched = with_db!(&state.db, |pool| {
+        sqlx::query(TOUCH).bind(now).bind(session_id).execute(pool).await.map(|r| r.rows_affected())
+    })?;
+    if touched == 0 {
+        // It ended between the read and the write: say why.
+        state.events.cache().forget_session(session_id);
+        let reason: Option<Option<String>> =
+            with_db!(&state.db, |pool| sqlx::query_scalar(END_REASON).bind(session_id).fetch_optional(pool).await)?;
+        return Err(ended(reason.flatten().as_deref()));
+    }
+    Ok(())
 }
 
 fn ended(code: Option<&str>) -> ApiError {
@@ -157,6 +207,8 @@ pub async fn create(state: &AppState, user_id: i64, meta: &ClientMeta) -> ApiRes
         (session_id, now, expired, over, settings)
     });
     publish(state, &ended_expired);
+    // Its `last_login` moved: cached copies of the user are stale.
+    state.events.user_changed(user_id);
     if !ended_over.is_empty() {
         tracing::info!(user_id, kicked = ended_over.len(), "login exceeded the session limit; oldest sessions ended");
         state.events.ended(&ended_over, EndReason::LimitReached);

@@ -151,6 +151,7 @@ pub async fn update(state: &AppState, id: i64, changes: &Changes, author: &Autho
     sessions::publish(state, &expired);
     state.events.ended(&ended_disabled, EndReason::UserDisabled);
     state.events.ended(&ended_password, EndReason::PasswordChanged);
+    state.events.user_changed(id);
     if changes.password.is_some() {
         tracing::info!(user_id = id, by, "password changed");
     }

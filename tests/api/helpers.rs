@@ -132,6 +132,49 @@ impl Drop for Guard {
     }
 }
 
+/// Sends a request to `router`; `auth` is a full `Authorization` header value or a bare token.
+pub async fn send_to(
+    router: &Router,
+    method: Method,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> Response {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(auth) = auth {
+        let value = if auth.contains(' ') { auth.to_owned() } else { format!("Bearer {auth}") };
+        request = request.header("authorization", value);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = match body {
+        Some(body) => request.header("content-type", "application/json").body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    };
+    raw_to(router, request.unwrap()).await
+}
+
+pub async fn raw_to(router: &Router, request: Request<Body>) -> Response {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Response { status, headers, body }
+}
+
+impl SecondInstance {
+    pub async fn get(&self, path: &str, auth: Option<&str>) -> Response {
+        send_to(&self.router, Method::GET, path, auth, None, &[]).await
+    }
+}
+
 static SCHEMA_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub struct Response {
@@ -201,12 +244,25 @@ impl TestApp {
         Some(TestApp::start(db, config, Guard::Postgres { schema }).await)
     }
 
-    /// Another instance on the same database: its own pool, state and router (PostgreSQL).
+    /// Another instance on the same database: its own pool, state and router, and the same
+    /// clock. (On SQLite it gets no notifications from this one, as another process would.)
     pub async fn second_instance(&self) -> SecondInstance {
-        let Guard::Postgres { schema } = &self._guard else { panic!("a second instance needs PostgreSQL") };
-        let options = PgConnectOptions::from_str(&postgres_url()).unwrap().options([("search_path", schema.as_str())]);
-        let db = Db::connect_postgres(options, &PoolConfig::default()).await.unwrap();
-        let state = AppState::new(db, test_config(), self.clock.clone()).await.unwrap();
+        self.second_instance_with(test_config()).await
+    }
+
+    pub async fn second_instance_with(&self, config: Config) -> SecondInstance {
+        let db = match &self._guard {
+            Guard::Postgres { schema } => {
+                let options =
+                    PgConnectOptions::from_str(&postgres_url()).unwrap().options([("search_path", schema.as_str())]);
+                Db::connect_postgres(options, &PoolConfig::default()).await.unwrap()
+            }
+            Guard::Sqlite(dir) => {
+                let url = format!("sqlite://{}", dir.path().join("bouncer.db").display());
+                Db::connect(&url, &PoolConfig::default()).await.unwrap()
+            }
+        };
+        let state = AppState::new(db, config, self.clock.clone()).await.unwrap();
         SecondInstance { router: app(state.clone()), state }
     }
 
@@ -244,33 +300,11 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Response {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(auth) = auth {
-            let value = if auth.contains(' ') { auth.to_owned() } else { format!("Bearer {auth}") };
-            request = request.header("authorization", value);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = match body {
-            Some(body) => request.header("content-type", "application/json").body(Body::from(body.to_string())),
-            None => request.body(Body::empty()),
-        };
-        self.raw(request.unwrap()).await
+        send_to(&self.router, method, path, auth, body, headers).await
     }
 
     pub async fn raw(&self, request: Request<Body>) -> Response {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        Response { status, headers, body }
+        raw_to(&self.router, request).await
     }
 
     pub async fn get(&self, path: &str, auth: Option<&str>) -> Response {

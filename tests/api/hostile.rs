@@ -386,7 +386,7 @@ db_test!(a_body_over_64_kib_is_a_413_wherever_a_body_is_read, |app| {
         problems.error(&response, StatusCode::PAYLOAD_TOO_LARGE, &format!("{method} {path} {content_type}"));
     }
     // Exactly at the limit is not "over" it: the body is read and judged on its content.
-    let mut at_limit = json!({"username": "alice", "password": ""}).to_string();
+    let mut at_limit = json!({"username": "alice", "password": "p"}).to_string();
     let pad = bouncer::BODY_LIMIT - at_limit.len();
     at_limit.insert_str(at_limit.len() - 2, &"x".repeat(pad));
     assert_eq!(at_limit.len(), bouncer::BODY_LIMIT);

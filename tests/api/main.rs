@@ -8,6 +8,7 @@ mod api;
 mod awx;
 mod basic;
 mod browser;
+mod cache;
 mod e2e;
 mod expiry;
 mod hostile;

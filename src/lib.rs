@@ -24,7 +24,7 @@ pub mod users;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -44,8 +44,20 @@ use crate::settings::Settings;
 /// Largest request body accepted (413 beyond).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// What every request handler shares: one `Arc`, so that handing it to a request costs one
+/// reference count, not one per field.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub db: Db,
     pub settings: Arc<Settings>,
     pub clock: SharedClock,
@@ -69,7 +81,7 @@ impl AppState {
         };
         let (stored, version) = settings::load_stored(&db).await?;
         let (closer, closing) = tokio::sync::watch::channel(false);
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             passwords: Passwords::new(config.argon2)?,
             events: Events::new(
                 &db,
@@ -82,7 +94,7 @@ impl AppState {
             closing,
             closer: Arc::new(closer),
             config: Arc::new(config),
-        })
+        })))
     }
 }
 

@@ -1,5 +1,8 @@
 //! Password hashing with argon2id, off the async runtime and with bounded parallelism, so
-//! a login storm queues for the hasher instead of starving every other request.
+//! a login storm queues for the hasher instead of starving every other request: hashes run
+//! on threads of their own (`max_concurrent` of them) at a lower CPU priority (nice +10), so
+//! that while they keep every core busy the requests that need no hash are still served
+//! first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +39,7 @@ impl Default for Argon2Config {
 
 pub struct Passwords {
     argon2: Argon2<'static>,
+    hashers: Hashers,
     /// A hash of a random password with the current parameters, verified for unknown users
     /// so that they cost the same work as a wrong password.
     dummy_hash: String,
@@ -66,6 +70,7 @@ impl Passwords {
         let dummy_hash = argon2.hash_password(&random).map_err(|e| anyhow::anyhow!("argon2: {e}"))?.to_string();
         Ok(Arc::new(Passwords {
             argon2,
+            hashers: Hashers::start(config.max_concurrent.max(1))?,
             dummy_hash,
             permits: Semaphore::new(config.max_concurrent.max(1)),
             admitted: AtomicUsize::new(0),
@@ -119,7 +124,7 @@ impl Passwords {
         .await
     }
 
-    /// Runs `work` on the blocking pool when a permit is free; refuses with [`Busy`] when
+    /// Runs `work` on a hasher thread when a permit is free; refuses with [`Busy`] when
     /// the hashes running and waiting already fill the queue, so memory and latency stay
     /// bounded however many logins arrive.
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
@@ -129,7 +134,66 @@ impl Passwords {
             return Err(Busy.into());
         }
         let _permit = self.permits.acquire().await?;
-        Ok(tokio::task::spawn_blocking(work).await?)
+        self.hashers.run(work).await
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads that hash: as many as may hash at once (the permits keep the queue empty),
+/// each at nice +10. They end when the `Passwords` that owns them is dropped.
+struct Hashers {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// How much lower than the rest of the process the hashers run (`nice` +10: a tenth of the
+/// CPU share of a request-serving thread when both want the core).
+const HASHER_NICE: i32 = 10;
+
+impl Hashers {
+    fn start(threads: usize) -> anyhow::Result<Hashers> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..threads {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new().name(format!("argon2-{n}")).spawn(move || {
+                lower_priority();
+                loop {
+                    // The lock is held only while waiting for a job, not while hashing.
+                    let job = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return, // the Passwords is gone
+                    }
+                }
+            })?;
+        }
+        Ok(Hashers { jobs })
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
+        });
+        self.jobs.send(job).map_err(|_| anyhow::anyhow!("the password hashers have stopped"))?;
+        match result.await? {
+            Ok(value) => Ok(value),
+            Err(_) => Err(anyhow::anyhow!("a password hash panicked")),
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority (Linux: `nice` applies per thread). Failing to
+/// is harmless: the hash just competes with requests as an equal.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread; no memory is shared.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, HASHER_NICE) != 0 {
+            tracing::debug!("cannot lower the priority of a password hasher thread");
+        }
     }
 }
 
@@ -139,5 +203,31 @@ struct Admission<'a>(&'a AtomicUsize);
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_run_on_their_own_threads_at_a_lower_priority() {
+        let hashers = Hashers::start(2).unwrap();
+        let (name, nice) = hashers
+            .run(|| {
+                let name = std::thread::current().name().map(str::to_owned);
+                // SAFETY: plain system calls on the calling thread.
+                let nice = unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::getpriority(libc::PRIO_PROCESS, tid)
+                };
+                (name, nice)
+            })
+            .await
+            .unwrap();
+        assert!(name.is_some_and(|n| n.starts_with("argon2-")));
+        assert_eq!(nice, HASHER_NICE);
+        assert!(hashers.run(|| panic!("boom")).await.is_err(), "a panic is an error, not a lost hasher");
+        assert_eq!(hashers.run(|| 7).await.unwrap(), 7, "the thread survived the panic");
     }
 }

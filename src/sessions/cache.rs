@@ -133,6 +133,17 @@ impl SessionCache {
         self.forget(|entry| entry.session_id == session_id);
     }
 
+    /// Forgets, in one pass, the users of the `(session, user)` pairs of sessions that ended
+    /// (the session alone when its user is gone).
+    pub fn forget_ended(&self, ended: &[(i64, Option<i64>)]) {
+        if ended.is_empty() {
+            return;
+        }
+        let users: std::collections::HashSet<i64> = ended.iter().filter_map(|&(_, user)| user).collect();
+        let sessions: std::collections::HashSet<i64> = ended.iter().map(|&(session, _)| session).collect();
+        self.forget(|entry| users.contains(&entry.user.id) || sessions.contains(&entry.session_id));
+    }
+
     /// Forgets everything (a notification may have been missed).
     pub fn clear(&self) {
         self.forget(|_| true);
@@ -201,6 +212,9 @@ mod tests {
         cache.insert([3; 32], entry(3, 2, 0), cache.generation());
         cache.forget_session(2);
         assert_eq!(cache.len(), 2);
+        cache.insert([4; 32], entry(4, 3, 0), cache.generation());
+        cache.forget_ended(&[(4, None)]);
+        assert_eq!(cache.len(), 2, "a session whose user is gone is forgotten by its id");
         cache.forget_user(1);
         assert!(cache.get(&[1; 32], 0).is_none());
         assert!(cache.get(&[3; 32], 0).is_some());

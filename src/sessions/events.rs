@@ -74,6 +74,7 @@ impl Events {
         if ended.is_empty() {
             return;
         }
+        self.cache.forget_ended(ended);
         for &(session_id, user_id) in ended {
             tracing::info!(session_id, user_id, reason = reason.code(), "session ended");
             self.deliver(session_id, user_id, reason);
@@ -111,6 +112,8 @@ impl Events {
         for user_id in notice.u {
             self.cache.forget_user(user_id);
         }
+        let ended: Vec<(i64, Option<i64>)> = notice.e.iter().map(|&(session, user, _)| (session, user)).collect();
+        self.cache.forget_ended(&ended);
         for (session_id, user_id, code) in notice.e {
             if let Some(reason) = EndReason::from_code(&code) {
                 self.deliver(session_id, user_id, reason);
@@ -118,11 +121,8 @@ impl Events {
         }
     }
 
+    /// Tells this instance's listeners (the cache has been told already).
     fn deliver(&self, session_id: i64, user_id: Option<i64>, reason: EndReason) {
-        match user_id {
-            Some(user_id) => self.cache.forget_user(user_id),
-            None => self.cache.forget_session(session_id),
-        }
         // No subscriber is not an error.
         let _ = self.local.send(SessionEnded { session_id, user_id, reason, detail: reason.detail() });
     }

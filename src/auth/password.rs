@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
@@ -109,13 +109,11 @@ impl Passwords {
         self.run(move || {
             this.verifications.fetch_add(1, Ordering::Relaxed);
             let ok = match PasswordHash::new(&hash) {
-                Ok(parsed) => this.argon2.verify_password(password.as_bytes(), &parsed).is_ok(),
+                Ok(parsed) => verify_in_place(password.as_bytes(), &parsed),
                 Err(_) => {
                     // A corrupt stored hash: do the work anyway so it looks like any failure.
-                    let _ = this.argon2.verify_password(
-                        password.as_bytes(),
-                        &PasswordHash::new(&this.dummy_hash).expect("dummy hash parses"),
-                    );
+                    let dummy = PasswordHash::new(&this.dummy_hash).expect("dummy hash parses");
+                    let _ = verify_in_place(password.as_bytes(), &dummy);
                     false
                 }
             };
@@ -138,12 +136,93 @@ impl Passwords {
     }
 }
 
+thread_local! {
+    /// A hasher thread's argon2 memory (19 MiB by default): kept from one verification to the
+    /// next while logins keep coming, so a login storm does not pay for mapping, faulting in
+    /// and zeroing it every time (a third of the hash's cost), and given back once the thread
+    /// has had nothing to do for [`KEEP_MEMORY`].
+    static MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How long an idle hasher keeps its memory.
+const KEEP_MEMORY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Verifies `password` against a PHC string as `PasswordVerifier` does (same parameters,
+/// algorithm and version as the stored hash, constant-time comparison), in this thread's
+/// reusable memory.
+fn verify_in_place(password: &[u8], stored: &PasswordHash) -> bool {
+    use subtle::ConstantTimeEq;
+    let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else { return false };
+    let Ok(params) = Params::try_from(stored) else { return false };
+    let Ok(algorithm) = Algorithm::try_from(stored.algorithm.as_str()) else { return false };
+    let version = match stored.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    let mut out = [0u8; 64];
+    let Some(out) = out.get_mut(..expected.len()) else { return false };
+    let computed = MEMORY.with_borrow_mut(|memory| {
+        if memory.len() != blocks {
+            *memory = vec![argon2::Block::default(); blocks];
+        }
+        argon2.hash_password_into_with_memory(password, salt.as_ref(), out, &mut memory[..])
+    });
+    computed.is_ok() && bool::from(out.ct_eq(expected.as_ref()))
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The threads that hash: as many as may hash at once (the permits keep the queue empty),
-/// each at nice +10. They end when the `Passwords` that owns them is dropped.
+/// The threads that hash: as many as may hash at once (the permits keep the queue short),
+/// each at nice +10, waiting on one queue. They end when the `Passwords` that owns them is
+/// dropped.
 struct Hashers {
-    jobs: std::sync::mpsc::Sender<Job>,
+    queue: Arc<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    state: std::sync::Mutex<QueueState>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: std::collections::VecDeque<Job>,
+    closed: bool,
+}
+
+enum Next {
+    Job(Job),
+    /// Nothing came for [`KEEP_MEMORY`].
+    Idle,
+    Closed,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // Jobs run outside the lock, so a poisoned queue is still consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn next(&self) -> Next {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Next::Job(job);
+            }
+            if state.closed {
+                return Next::Closed;
+            }
+            let (next, waited) =
+                self.ready.wait_timeout(state, KEEP_MEMORY).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = next;
+            if waited.timed_out() && state.jobs.is_empty() && !state.closed {
+                return Next::Idle;
+            }
+        }
+    }
 }
 
 /// How much lower than the rest of the process the hashers run (`nice` +10: a tenth of the
@@ -152,23 +231,21 @@ const HASHER_NICE: i32 = 10;
 
 impl Hashers {
     fn start(threads: usize) -> anyhow::Result<Hashers> {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let queue = Arc::new(Queue::default());
         for n in 0..threads {
             let queue = Arc::clone(&queue);
             std::thread::Builder::new().name(format!("argon2-{n}")).spawn(move || {
                 lower_priority();
                 loop {
-                    // The lock is held only while waiting for a job, not while hashing.
-                    let job = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return, // the Passwords is gone
+                    match queue.next() {
+                        Next::Job(job) => job(),
+                        Next::Idle => MEMORY.with_borrow_mut(|memory| *memory = Vec::new()),
+                        Next::Closed => return,
                     }
                 }
             })?;
         }
-        Ok(Hashers { jobs })
+        Ok(Hashers { queue })
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
@@ -176,11 +253,19 @@ impl Hashers {
         let job: Job = Box::new(move || {
             let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
         });
-        self.jobs.send(job).map_err(|_| anyhow::anyhow!("the password hashers have stopped"))?;
+        self.queue.lock().jobs.push_back(job);
+        self.queue.ready.notify_one();
         match result.await? {
             Ok(value) => Ok(value),
             Err(_) => Err(anyhow::anyhow!("a password hash panicked")),
         }
+    }
+}
+
+impl Drop for Hashers {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
     }
 }
 
@@ -208,7 +293,32 @@ impl Drop for Admission<'_> {
 
 #[cfg(test)]
 mod tests {
+    use argon2::password_hash::PasswordVerifier;
+
     use super::*;
+
+    #[test]
+    fn verifying_in_place_agrees_with_the_argon2_crate() {
+        for (algorithm, memory_kib, iterations) in
+            [(Algorithm::Argon2id, 64, 1), (Algorithm::Argon2id, 256, 2), (Algorithm::Argon2i, 128, 1)]
+        {
+            let params = Params::new(memory_kib, iterations, 1, None).unwrap();
+            let argon2 = Argon2::new(algorithm, Version::V0x13, params);
+            let stored = argon2.hash_password(b"correct horse").unwrap().to_string();
+            let parsed = PasswordHash::new(&stored).unwrap();
+            for (password, expected) in [(&b"correct horse"[..], true), (b"correct hors", false), (b"", false)] {
+                assert_eq!(verify_in_place(password, &parsed), expected, "{stored} {password:?}");
+                assert_eq!(argon2.verify_password(password, stored.as_str()).is_ok(), expected);
+            }
+        }
+        // The memory of the last verification is reused, or replaced when the cost differs.
+        assert_eq!(MEMORY.with_borrow(Vec::len), 128);
+        let tampered = PasswordHash::new(
+            "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .unwrap();
+        assert!(!verify_in_place(b"anything", &tampered));
+    }
 
     #[tokio::test]
     async fn hashes_run_on_their_own_threads_at_a_lower_priority() {
@@ -229,5 +339,17 @@ mod tests {
         assert_eq!(nice, HASHER_NICE);
         assert!(hashers.run(|| panic!("boom")).await.is_err(), "a panic is an error, not a lost hasher");
         assert_eq!(hashers.run(|| 7).await.unwrap(), 7, "the thread survived the panic");
+    }
+
+    #[tokio::test]
+    async fn a_hasher_keeps_its_memory_while_busy_and_gives_it_back_when_idle() {
+        let hashers = Hashers::start(1).unwrap();
+        let params = Params::new(256, 1, 1, None).unwrap();
+        let stored = Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(b"pw").unwrap().to_string();
+        let verify = move || verify_in_place(b"pw", &PasswordHash::new(&stored).unwrap());
+        assert!(hashers.run(verify.clone()).await.unwrap());
+        assert_eq!(hashers.run(|| MEMORY.with_borrow(Vec::len)).await.unwrap(), 256, "kept between two jobs");
+        tokio::time::sleep(KEEP_MEMORY + std::time::Duration::from_millis(300)).await;
+        assert_eq!(hashers.run(|| MEMORY.with_borrow(Vec::len)).await.unwrap(), 0, "given back when idle");
     }
 }

@@ -1,5 +1,6 @@
 //! The command line: `bouncer serve` (the default), `bouncer migrate`,
-//! `bouncer user create|passwd|list`, `bouncer openapi`.
+//! `bouncer user create|passwd|list`, `bouncer settings get|set|reset`,
+//! `bouncer sessions list|revoke`, `bouncer openapi`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub enum Command {
     /// Read and change the session settings.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// List and revoke sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Print the OpenAPI document.
     Openapi,
 }
@@ -48,6 +52,36 @@ pub enum SettingsCommand {
     Set { key: String, value: String },
     /// Reset a setting (or, without KEY, every setting) to its default.
     Reset { key: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List sessions, newest first: the live ones, or with --all the ended ones too (with
+    /// their reason). Sessions past their end are ended first, as the API's lists do.
+    List {
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+        /// Ended sessions too.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke sessions: their clients get 401 `revoked`. A running server sees it at once on
+    /// PostgreSQL, and within BOUNCER_SESSION_CACHE_MS (1 s) on SQLite.
+    Revoke {
+        /// Session ids.
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        ids: Vec<i64>,
+        /// Every live session of this user instead.
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +122,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = connect(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
             settings_command(&state, command).await
+        }
+        Some(Command::Sessions(command)) => {
+            let db = connect(&cli.db).await?;
+            let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
+            sessions_command(&state, command).await
         }
         Some(Command::Serve(serve)) => run_server(&cli.db, &serve).await,
         None => {
@@ -258,6 +297,101 @@ async fn user_command(state: &AppState, command: UserCommand) -> anyhow::Result<
                     u.id, u.username, u.is_active, u.is_superuser, u.is_system_auditor
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// One line of `bouncer sessions list`.
+#[derive(sqlx::FromRow, serde::Serialize)]
+struct SessionLine {
+    id: i64,
+    username: Option<String>,
+    #[serde(serialize_with = "as_rfc3339")]
+    created_at: i64,
+    #[serde(serialize_with = "as_rfc3339")]
+    last_used_at: i64,
+    #[serde(serialize_with = "as_rfc3339_or_null")]
+    ended_at: Option<i64>,
+    end_reason: Option<String>,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+}
+
+fn as_rfc3339<S: serde::Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::clock::rfc3339(*t))
+}
+
+fn as_rfc3339_or_null<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&crate::clock::rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+async fn user_id_of(state: &AppState, username: &str) -> anyhow::Result<i64> {
+    Ok(store::by_username(&state.db, username).await?.ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))?.id)
+}
+
+async fn sessions_command(state: &AppState, command: SessionsCommand) -> anyhow::Result<()> {
+    match command {
+        SessionsCommand::List { user, all, limit, json } => {
+            let user_id = match &user {
+                Some(username) => Some(user_id_of(state, username).await?),
+                None => None,
+            };
+            sessions::expire(state, user_id).await.map_err(describe)?;
+            let lines: Vec<SessionLine> = crate::with_db!(&state.db, |pool| {
+                sqlx::query_as(
+                    "SELECT s.id, u.username, s.created_at, s.last_used_at, s.ended_at, s.end_reason, \
+                     s.ip_address, s.user_agent FROM sessions s LEFT JOIN users u ON u.id = s.user_id \
+                     WHERE ($1 IS NULL OR s.user_id = $1) AND ($2 OR s.ended_at IS NULL) ORDER BY s.id DESC LIMIT $3",
+                )
+                .bind(user_id)
+                .bind(all)
+                .bind(limit.max(0))
+                .fetch_all(pool)
+                .await
+            })?;
+            if json {
+                for line in &lines {
+                    println!("{}", serde_json::to_string(line)?);
+                }
+                return Ok(());
+            }
+            println!(
+                "{:>8}  {:<20} {:<27} {:<27} {:<16} {:<15} USER AGENT",
+                "ID", "USER", "CREATED", "LAST USED", "ENDED", "ADDRESS"
+            );
+            for line in lines {
+                let ended = line.end_reason.clone().unwrap_or_else(|| "live".to_owned());
+                println!(
+                    "{:>8}  {:<20} {:<27} {:<27} {:<16} {:<15} {}",
+                    line.id,
+                    line.username.as_deref().unwrap_or("(deleted)"),
+                    crate::clock::rfc3339(line.created_at),
+                    crate::clock::rfc3339(line.last_used_at),
+                    ended,
+                    line.ip_address.as_deref().unwrap_or("-"),
+                    line.user_agent.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        SessionsCommand::Revoke { ids, user: Some(username) } if ids.is_empty() => {
+            let user_id = user_id_of(state, &username).await?;
+            let ended = sessions::revoke_all_of_user(state, user_id, &Author::cli()).await.map_err(describe)?;
+            println!("revoked {ended} session(s) of {username}");
+        }
+        SessionsCommand::Revoke { ids, .. } => {
+            let mut missing = Vec::new();
+            for id in ids {
+                if sessions::revoke_one(state, id, &Author::cli()).await.map_err(describe)? {
+                    println!("revoked session {id}");
+                } else {
+                    missing.push(id.to_string());
+                }
+            }
+            anyhow::ensure!(missing.is_empty(), "not live (unknown, or already ended): {}", missing.join(", "));
         }
     }
     Ok(())

@@ -262,6 +262,35 @@ pub async fn revoke_all_of_user(state: &AppState, user_id: i64, author: &Author)
     Ok(ended.len())
 }
 
+/// Ends one live session (`revoked`), with an activity-stream entry; false when it was not
+/// live (unknown, or already ended: it keeps its reason).
+pub async fn revoke_one(state: &AppState, session_id: i64, author: &Author) -> ApiResult<bool> {
+    let now = state.clock.now();
+    let settings = state.settings.current();
+    let found: Option<Option<i64>> = with_db!(&state.db, |pool| {
+        sqlx::query_scalar("SELECT user_id FROM sessions WHERE id = $1").bind(session_id).fetch_optional(pool).await
+    })?;
+    let Some(user_id) = found else { return Ok(false) };
+    let (ended, expired) = with_db!(&state.db, |pool, dialect| {
+        let mut tx = pool.begin_with(dialect.begin_write).await?;
+        // A session already past its end keeps the reason it ended with.
+        let expired = match user_id {
+            Some(user_id) => expire_sessions!(&mut *tx, &settings, now, Some(user_id), i64::MAX)?,
+            None => [(Vec::new(), EndReason::TimeoutReached), (Vec::new(), EndReason::MaxAgeReached)],
+        };
+        let ended = end_sessions!(&mut *tx, END_ONE, now, EndReason::Revoked, author.user_id(), session_id)?;
+        if !ended.is_empty() {
+            let changes = serde_json::json!({ "session": [session_id, null] });
+            record_activity!(&mut *tx, now, &author.entry("revoke", "session", user_id, changes))?;
+        }
+        tx.commit().await?;
+        (ended, expired)
+    });
+    publish(state, &expired);
+    state.events.ended(&ended, EndReason::Revoked);
+    Ok(!ended.is_empty())
+}
+
 /// Ends the sessions that are past their idle or absolute end (all users, or one), in
 /// batches; returns how many ended.
 pub async fn expire(state: &AppState, user_id: Option<i64>) -> ApiResult<usize> {

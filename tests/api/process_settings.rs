@@ -1,6 +1,7 @@
 //! Settings across processes, with the real binary: settings files at start-up and on SIGHUP,
 //! the `bouncer settings` command, and a change made through one process in force in another
-//! (PostgreSQL: LISTEN/NOTIFY, at once; SQLite: a version polled every second).
+//! (PostgreSQL: LISTEN/NOTIFY, at once; SQLite: a version polled every second); and the
+//! `bouncer sessions` command against a running server.
 
 use std::io::Write;
 use std::path::Path;
@@ -614,4 +615,57 @@ async fn a_cli_settings_change_is_in_force_in_a_running_server_within_two_second
     assert_eq!(entries[0]["changes"], json!({"AUTH_TOKEN_PER_USER": [-1, 1]}), "{entries:?}");
     assert_eq!(entries[0]["origin"], json!("cli"));
     assert_eq!(entries[0]["actor"], json!(null));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_cli_lists_and_revokes_and_a_running_server_refuses_the_revoked_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let server = Server::start(dir.path(), &url, None).await;
+    let first = token(&server.addr, ADMIN).await;
+    let second = token(&server.addr, ADMIN).await;
+    // Both in the running server's cache.
+    for token in [&first, &second] {
+        assert_eq!(http(&server.addr, "GET", "/api/v2/me/", Some(token), None).await.0, 200);
+    }
+    let (_, mine) = http(&server.addr, "GET", "/api/v2/me/sessions/?active=true", Some(&first), None).await;
+    let ids: Vec<i64> = mine["results"].as_array().unwrap().iter().map(|s| s["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{mine}");
+
+    let listed = cli(dir.path(), &url, &["sessions", "list", "--json"]).await;
+    assert!(listed.success, "{}", listed.stderr);
+    let lines: Vec<Value> = listed.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.iter().map(|l| l["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids, "newest first");
+    assert!(lines.iter().all(|l| l["username"] == json!(ADMIN) && l["end_reason"].is_null()));
+    assert!(!listed.stdout.contains("bnc_"), "no token in the listing");
+
+    // Revoke the newer one by id: refused by the server (SQLite: within the cache's second).
+    let newer = ids[0].to_string();
+    let out = cli(dir.path(), &url, &["sessions", "revoke", &newer]).await;
+    assert!(out.success && out.stdout.contains(&format!("revoked session {newer}")), "{} {}", out.stdout, out.stderr);
+    let refused = poll(Instant::now(), Duration::from_millis(20), Duration::from_secs(3), async || {
+        http(&server.addr, "GET", "/api/v2/me/", Some(&second), None).await.1["reason"] == json!("revoked")
+    })
+    .await;
+    assert!(refused.is_some_and(|t| t < Duration::from_secs(2)), "{refused:?}; log:\n{}", server.log());
+    // Again, or an unknown id: an error that names them.
+    let again = cli(dir.path(), &url, &["sessions", "revoke", &newer, "999999"]).await;
+    assert!(!again.success && again.stderr.contains(&format!("{newer}, 999999")), "{}", again.stderr);
+
+    // By user: the rest; `--all` shows them ended, with their reason; the activity stream
+    // says the CLI did it.
+    let out = cli(dir.path(), &url, &["sessions", "revoke", "--user", ADMIN]).await;
+    assert!(out.success && out.stdout.contains("revoked 1 session(s) of admin"), "{} {}", out.stdout, out.stderr);
+    let all = cli(dir.path(), &url, &["sessions", "list", "--all", "--json", "--user", ADMIN]).await;
+    let reasons: Vec<Value> =
+        all.stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["end_reason"].clone()).collect();
+    assert_eq!(reasons, [json!("revoked"), json!("revoked")]);
+    let live = cli(dir.path(), &url, &["sessions", "list"]).await;
+    assert_eq!(live.stdout.lines().count(), 1, "only the header: {}", live.stdout);
+    let third = token(&server.addr, ADMIN).await;
+    let (_, activity) = http(&server.addr, "GET", "/api/v2/activity_stream/?object=session", Some(&third), None).await;
+    let revokes: Vec<&Value> =
+        activity["results"].as_array().unwrap().iter().filter(|e| e["operation"] == "revoke").collect();
+    assert_eq!(revokes.len(), 2, "{activity}");
+    assert!(revokes.iter().all(|e| e["origin"] == json!("cli")));
 }

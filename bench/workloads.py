@@ -539,6 +539,26 @@ def prepare(db, seed):
     return token, seed_s, n
 
 
+ARGON2_RATE = Path(os.environ.get("ARGON2_RATE") or
+                   Path(os.environ.get("BENCH_WORK", "/tmp/bench-peer-work")) / "target/release/argon2_rate")
+
+
+def raw_argon2(secs):
+    """The raw Rust argon2id rate with 2 threads (bench-peer's `argon2_rate`), or None when
+    that binary is not built. Measured right before and after W2, so that the ratio compares
+    loads minutes apart on a machine whose speed drifts less than the run-start figure does."""
+    if not ARGON2_RATE.is_file():
+        return None
+    out = subprocess.run([str(ARGON2_RATE), str(secs), "2"], capture_output=True, text=True).stdout
+    for word, nxt in zip(out.split(), out.split()[1:]):
+        if nxt == "hashes/s":
+            try:
+                return float(word)
+            except ValueError:
+                pass
+    return None
+
+
 def phase_base(db, pg_pid):
     token, seed_s, n = prepare(db, lambda d, now: seed_sessions(d, S["seed_small"], now, "mix", S["active_pct"]))
     log(f"{db.kind} base: {n} sessions stored (seeded in {seed_s:.1f} s)")
@@ -547,9 +567,13 @@ def phase_base(db, pg_pid):
         w1 = measure(srv, [get_load(srv, token)], S["get_secs"], "w1", pg_pid)[0]
         check_ok(w1, f"{db.kind} W1")
         log(line(f"{db.kind} W1 ({n})", w1))
+        before = raw_argon2(max(1, round(min(5, S["login_secs"]))))
         w2 = measure(srv, [login_load(srv)], S["login_secs"], "w2", pg_pid)[0]
+        after = raw_argon2(max(1, round(min(5, S["login_secs"]))))
         check_ok(w2, f"{db.kind} W2")
-        log(line(f"{db.kind} W2 logins", w2))
+        rates = [r for r in (before, after) if r]
+        w2["raw_argon2_around"] = round(sum(rates) / len(rates), 1) if rates else None
+        log(line(f"{db.kind} W2 logins", w2) + f"  (raw argon2 around it: {before} / {after} hashes/s)")
         w3g, w3l = measure(srv, [get_load(srv, token), login_load(srv)], S["mixed_secs"], "w3", pg_pid)
         check_ok(w3g, f"{db.kind} W3 GET")
         check_ok(w3l, f"{db.kind} W3 logins")

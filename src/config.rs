@@ -90,6 +90,24 @@ pub struct ServeArgs {
     /// Password of that superuser; without it one is generated and printed once.
     #[arg(long, env = "BOUNCER_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+
+    /// Hosts (`host` or `host:port`, comma-separated) that the login may redirect to after a
+    /// form login (`next=https://host/...`); any other absolute `next` goes to `/api/v2/`.
+    #[arg(long, env = "BOUNCER_ALLOWED_REDIRECT_HOSTS", value_delimiter = ',', value_parser = parse_redirect_host)]
+    pub allowed_redirect_hosts: Vec<String>,
+
+    /// Serve Prometheus metrics at `/metrics` (anonymous): `on` or `off`.
+    #[arg(long, env = "BOUNCER_METRICS", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub metrics: bool,
+}
+
+/// `on`/`off` (or `true`/`false`, `1`/`0`, `yes`/`no`).
+fn parse_on_off(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("{raw:?} is neither on nor off")),
+    }
 }
 
 fn parse_net(raw: &str) -> Result<ipnet::IpNet, String> {
@@ -97,6 +115,17 @@ fn parse_net(raw: &str) -> Result<ipnet::IpNet, String> {
     raw.parse::<ipnet::IpNet>()
         .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("{raw:?} is not an IP address or CIDR range"))
+}
+
+/// One entry of `BOUNCER_ALLOWED_REDIRECT_HOSTS`, lower-cased: a host name or address with an
+/// optional port (`app.example.com`, `app.example.com:8443`, `[::1]:8080`); blank is skipped.
+fn parse_redirect_host(raw: &str) -> Result<String, String> {
+    let host = raw.trim().to_ascii_lowercase();
+    if host.is_empty() || crate::auth::cookies::is_authority(&host) {
+        Ok(host)
+    } else {
+        Err(format!("{:?} is not a host or host:port (no scheme, path or user)", raw.trim()))
+    }
 }
 
 /// What the running application needs to know about its process.
@@ -115,6 +144,10 @@ pub struct Config {
     pub session_cache_ttl: crate::clock::Micros,
     /// Sessions the cache holds at most.
     pub session_cache_size: usize,
+    /// Hosts (`host` or `host:port`, lower case) a form login may redirect to.
+    pub allowed_redirect_hosts: Vec<String>,
+    /// Serve `/metrics`.
+    pub metrics: bool,
 }
 
 impl Default for Config {
@@ -128,6 +161,8 @@ impl Default for Config {
             cookie_secure: false,
             session_cache_ttl: 1_000_000,
             session_cache_size: 10_000,
+            allowed_redirect_hosts: Vec::new(),
+            metrics: true,
         }
     }
 }
@@ -165,6 +200,9 @@ impl Config {
             config.sweep_interval = Duration::from_secs(serve.sweep_interval);
             config.trusted_proxies = serve.trusted_proxies.clone();
             config.cookie_secure = serve.cookie_secure;
+            config.allowed_redirect_hosts =
+                serve.allowed_redirect_hosts.iter().filter(|h| !h.is_empty()).cloned().collect();
+            config.metrics = serve.metrics;
         }
         Ok(config)
     }

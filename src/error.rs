@@ -83,6 +83,11 @@ impl ApiError {
         }
     }
 
+    /// The `reason` code of the JSON body, where there is one.
+    pub fn reason(&self) -> Option<&'static str> {
+        self.detail().1
+    }
+
     /// `(detail, reason)` of every error but the field map.
     fn detail(&self) -> (String, Option<&'static str>) {
         let fixed = |d: &str, r: &'static str| (d.to_owned(), Some(r));

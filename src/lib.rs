@@ -11,8 +11,10 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod forward;
 pub mod listing;
 pub mod metadata;
+pub mod observe;
 mod openapi;
 pub mod pagination;
 mod root;
@@ -69,6 +71,8 @@ pub struct Shared {
     pub closing: tokio::sync::watch::Receiver<bool>,
     closer: Arc<tokio::sync::watch::Sender<bool>>,
     pub config: Arc<Config>,
+    /// The Prometheus counters (`GET /metrics`).
+    pub metrics: observe::Metrics,
 }
 
 impl AppState {
@@ -94,6 +98,7 @@ impl AppState {
             closing,
             closer: Arc::new(closer),
             config: Arc::new(config),
+            metrics: observe::Metrics::default(),
         })))
     }
 }
@@ -148,7 +153,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(settings::router())
         .merge(activity::router())
+        .merge(forward::router())
         .merge(browse::router())
+        .merge(observe::metrics::router())
 }
 
 /// The OpenAPI document, generated from the routes (committed as `openapi/openapi.json`).
@@ -174,8 +181,18 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Tells the outer `observe` which route matched, for the metrics' labels.
+        .layer(observe::NoteRouteLayer)
         .with_state(state.clone());
-    browse::wrap(api, state).layer(tower_http::trace::TraceLayer::new_for_http())
+    // `observe` (outermost) gives the request its id and times it; the span that carries the
+    // id through every log line of the request is the trace layer's.
+    browse::wrap(api, state.clone())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(observe::span::<axum::body::Body>)
+                .on_request(observe::on_request::<axum::body::Body>),
+        )
+        .layer(observe::ObserveLayer(state))
 }
 
 /// Answers the `OPTIONS` that AWX's CLI sends to AWX resources Bouncer does not have (see

@@ -84,20 +84,77 @@ fn with_secure(mut value: String, secure: bool) -> HeaderValue {
     HeaderValue::from_str(&value).expect("cookie values are ASCII")
 }
 
-/// The path to go to after a form login: `next` when it is a path on this server, else
-/// the API root. Refuses `//host`, `/\host` and anything with a scheme (open redirects).
-pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(next)
-            if next.starts_with('/')
-                && !next.starts_with("//")
-                && !next.contains('\\')
-                && !next.chars().any(|c| c.is_control()) =>
-        {
-            next.to_owned()
-        }
-        _ => "/api/v2/".to_owned(),
+/// Where to go after a form login: `next` when it is a path on this server, or an absolute
+/// `http(s)://` URL whose host (`host` or `host:port`, as written in the URL) is in `allowed`
+/// (`BOUNCER_ALLOWED_REDIRECT_HOSTS`); else the API root. Refuses `//host`, `/\host`, user
+/// info (`https://allowed@evil`), backslashes, whitespace and control characters anywhere,
+/// and every other scheme (open redirects).
+pub fn safe_next(next: Option<&str>, allowed: &[String]) -> String {
+    const ROOT: &str = "/api/v2/";
+    let Some(next) = next else { return ROOT.to_owned() };
+    if next.contains('\\') || next.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return ROOT.to_owned();
     }
+    if next.starts_with('/') && !next.starts_with("//") {
+        return next.to_owned();
+    }
+    if allowed_absolute(next, allowed) { next.to_owned() } else { ROOT.to_owned() }
+}
+
+/// Whether `url` is `http(s)://AUTHORITY` followed by nothing or by a path, query or
+/// fragment, with AUTHORITY one of `allowed` (compared without case; a host listed without
+/// a port also matches the scheme's default port written out).
+fn allowed_absolute(url: &str, allowed: &[String]) -> bool {
+    let lower = url.to_ascii_lowercase();
+    let (rest, default_port) = if let Some(rest) = lower.strip_prefix("https://") {
+        (rest, "443")
+    } else if let Some(rest) = lower.strip_prefix("http://") {
+        (rest, "80")
+    } else {
+        return false;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if !is_authority(authority) {
+        return false;
+    }
+    allowed.iter().any(|host| {
+        authority == host.as_str()
+            || authority
+                .strip_suffix(default_port)
+                .and_then(|a| a.strip_suffix(':'))
+                .is_some_and(|a| a == host.as_str())
+    })
+}
+
+/// A URL authority without user info: a host name or IPv4 address, or a bracketed IPv6
+/// address, with an optional numeric port. Nothing that could hide another host (`@`, `%`,
+/// a backslash, whitespace) passes.
+pub fn is_authority(authority: &str) -> bool {
+    let (host_ok, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((address, "")) => (address.parse::<std::net::Ipv6Addr>().is_ok(), None),
+            Some((address, rest)) => (address.parse::<std::net::Ipv6Addr>().is_ok(), Some(rest.strip_prefix(':'))),
+            None => return false,
+        },
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(Some(port))),
+                None => (authority, None),
+            };
+            let labels_ok = host
+                .split('.')
+                .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            (labels_ok, port)
+        }
+    };
+    // `None`: no port; `Some(None)`: something other than `:` after `]`.
+    let port_ok = match port {
+        None => true,
+        Some(Some(port)) => !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()),
+        Some(None) => false,
+    };
+    host_ok && port_ok
 }
 
 #[cfg(test)]
@@ -106,11 +163,72 @@ mod tests {
 
     #[test]
     fn only_local_paths_are_followed_after_login() {
-        assert_eq!(safe_next(Some("/api/v2/me/")), "/api/v2/me/");
+        assert_eq!(safe_next(Some("/api/v2/me/"), &[]), "/api/v2/me/");
         for hostile in ["//evil.example/", "https://evil.example/", "/\\evil.example", "evil", "/a\nb", ""] {
-            assert_eq!(safe_next(Some(hostile)), "/api/v2/", "{hostile:?}");
+            assert_eq!(safe_next(Some(hostile), &[]), "/api/v2/", "{hostile:?}");
         }
-        assert_eq!(safe_next(None), "/api/v2/");
+        assert_eq!(safe_next(None, &[]), "/api/v2/");
+    }
+
+    #[test]
+    fn absolute_urls_are_followed_only_to_allowed_hosts() {
+        let allowed = ["app.example".to_owned(), "app.example:8443".to_owned(), "[::1]:8080".to_owned()];
+        for good in [
+            "https://app.example/",
+            "http://app.example",
+            "https://APP.example/x?y=1#z",
+            "https://app.example?x=1",
+            "https://app.example:443/",
+            "http://app.example:80/a",
+            "https://app.example:8443/a",
+            "http://[::1]:8080/a",
+        ] {
+            assert_eq!(safe_next(Some(good), &allowed), good, "{good:?}");
+        }
+        for hostile in [
+            "https://evil.example/",
+            "//app.example/",
+            "https://app.example@evil.example/",
+            "https://app.example:@evil.example/",
+            "https://user:pw@app.example/",
+            "https://evil.example/?x=app.example",
+            "https://evil.example/app.example",
+            "https://app.example.evil.example/",
+            "https://evil.example#@app.example",
+            "https://app.example\\@evil.example/",
+            "https:\\\\app.example/",
+            "https:/app.example/",
+            "https:app.example",
+            "https://app.example:8080/",
+            "https://app.example:/",
+            "https://app.example:443x/",
+            "https://app.example./",
+            "https://app%2eexample/",
+            "https://app.example\t/",
+            "https://app.example /",
+            "https://app.example\u{7f}/",
+            "javascript://app.example/%0aalert(1)",
+            "javascript:alert(1)",
+            "ftp://app.example/",
+            " https://app.example/",
+            "http://[::1]:9090/",
+            "http://[::1/",
+        ] {
+            assert_eq!(safe_next(Some(hostile), &allowed), "/api/v2/", "{hostile:?}");
+        }
+    }
+
+    #[test]
+    fn an_authority_has_a_host_and_at_most_a_numeric_port() {
+        for good in ["a", "a.b-c.example", "127.0.0.1:8080", "[::1]", "[::1]:80"] {
+            assert!(is_authority(good), "{good:?}");
+        }
+        for bad in [
+            "", ":80", "a:", "a:b", "[::1]x", "[::1]:", "a@b", "a/b", "a..b", "[::1", "[zz]:1", "a:123456", "a b",
+            "a%2e",
+        ] {
+            assert!(!is_authority(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -57,7 +57,8 @@ UPDATE login_failures SET \
   last_failure_at = CASE WHEN $2 THEN last_failure_at ELSE $3 END, \
   locked_until = CASE WHEN NOT $2 AND failures + 1 >= $4 THEN $5 ELSE locked_until END, \
   updated_at = $3 \
-WHERE username = $1";
+WHERE username = $1 \
+RETURNING locked_until";
 
 fn reserve_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -132,7 +133,6 @@ pub async fn begin(
             });
         }
         if let Some(until) = locked_until.filter(|until| *until > now) {
-            tracing::info!(username, "login refused: locked out");
             return Err(ApiError::LockedOut { retry_after: seconds_until(now, until).max(1) });
         }
         // Saturated by checks in flight on other instances: wait for them to finish.
@@ -147,29 +147,31 @@ pub async fn begin(
 impl Attempt {
     /// Records the result of the check: a success resets the count, a failure adds to it
     /// and, reaching the limit, starts the lockout; `None` (the check could not be made)
-    /// only releases its place.
-    pub async fn finish(self, db: &Db, now: Micros, success: Option<bool>) -> Result<(), sqlx::Error> {
-        let Some(limit) = self.limit else { return Ok(()) };
+    /// only releases its place. True when this failure started a lockout.
+    pub async fn finish(self, db: &Db, now: Micros, success: Option<bool>) -> Result<bool, sqlx::Error> {
+        let Some(limit) = self.limit else { return Ok(false) };
         let Some(success) = success else {
             return with_db!(db, |pool| {
                 sqlx::query("UPDATE login_failures SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END WHERE username = $1")
                     .bind(&self.username)
                     .execute(pool)
                     .await
-                    .map(|_| ())
+                    .map(|_| false)
             });
         };
-        with_db!(db, |pool| {
-            sqlx::query(RELEASE)
+        let locked_until: Option<Option<i64>> = with_db!(db, |pool| {
+            sqlx::query_scalar(RELEASE)
                 .bind(&self.username)
                 .bind(success)
                 .bind(now)
                 .bind(limit)
                 .bind(now + self.lockout)
-                .execute(pool)
+                .fetch_optional(pool)
                 .await
-                .map(|_| ())
-        })
+        })?;
+        // The lock this failure set (no check is admitted while a lock holds, so a lock that
+        // ends exactly then is this one).
+        Ok(!success && locked_until.flatten() == Some(now + self.lockout))
     }
 }
 

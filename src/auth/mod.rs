@@ -17,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use tracing::Instrument;
 
 use crate::AppState;
 use crate::clock::{Micros, seconds_until};
@@ -68,11 +69,15 @@ pub fn credentials(headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
 /// argon2 work whether or not the user exists. Returns the user's id.
 ///
 /// The check runs in a task of its own, so a client that hangs up mid-check still has its
-/// attempt recorded (and its place among the checks in flight released).
+/// attempt recorded (and its place among the checks in flight released); the task runs in
+/// the caller's span, so its log lines carry the request id.
+///
+/// Logs nothing of the outcome but a lockout starting: the caller (the login, HTTP Basic)
+/// logs the attempt once, knowing what it was.
 #[tracing::instrument(skip_all)]
 pub async fn check_password(state: &AppState, username: &str, password: &str) -> ApiResult<i64> {
     let (state, username, password) = (state.clone(), username.to_owned(), password.to_owned());
-    tokio::spawn(async move {
+    let check = async move {
         if Username::parse(&username).is_err() {
             // No such user can exist (and PostgreSQL refuses some such text, NUL say): the
             // same work as a wrong password, and no database at all.
@@ -81,8 +86,10 @@ pub async fn check_password(state: &AppState, username: &str, password: &str) ->
         }
         let settings = state.settings.current();
         let attempt = lockout::begin(&state.db, &state.gates, state.clock.as_ref(), &username, &settings).await?;
+        let mut user_id = None;
         let checked = async {
             let found = users::credentials(&state.db, &username).await?;
+            user_id = found.as_ref().map(|(id, _, _)| *id);
             let matches = state.passwords.verify(&password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
             Ok::<_, ApiError>(found.filter(|(_, _, active)| *active && matches).map(|(id, _, _)| id))
         }
@@ -92,17 +99,30 @@ pub async fn check_password(state: &AppState, username: &str, password: &str) ->
             Ok(found) => Some(found.is_some()),
             Err(_) => None,
         };
-        attempt.finish(&state.db, state.clock.now(), outcome).await?;
-        match checked? {
-            Some(id) => Ok(id),
-            None => {
-                tracing::info!(username, "login failed: invalid credentials");
-                Err(ApiError::InvalidCredentials)
-            }
+        if attempt.finish(&state.db, state.clock.now(), outcome).await? {
+            state.metrics.lockout();
+            tracing::info!(
+                user_id,
+                username,
+                failures = settings.failure_limit,
+                seconds = settings.lockout / crate::clock::MICROS_PER_SECOND,
+                "username locked out"
+            );
         }
-    })
-    .await
-    .map_err(|err| ApiError::Internal(err.into()))?
+        checked?.ok_or(ApiError::InvalidCredentials)
+    };
+    tokio::spawn(check.in_current_span()).await.map_err(|err| ApiError::Internal(err.into()))?
+}
+
+/// [`check_password`] for HTTP Basic, which logs its failures (a success would be a line
+/// per request).
+pub async fn check_basic(state: &AppState, username: &str, password: &str) -> ApiResult<i64> {
+    let checked = check_password(state, username, password).await;
+    if let Err(err) = &checked {
+        let outcome = crate::observe::LoginOutcome::of(&checked);
+        tracing::info!(username, outcome = outcome.code(), error = %err, "basic authentication failed");
+    }
+    checked
 }
 
 /// The authenticated caller of a request.
@@ -153,11 +173,16 @@ impl FromRequestParts<AppState> for Caller {
                 if !state.settings.current().basic_enabled {
                     return Err(ApiError::BasicAuthDisabled);
                 }
-                let id = check_password(state, &username, &password).await?;
+                let id = check_basic(state, &username, &password).await?;
                 let user = users::by_id(&state.db, id).await?.ok_or(ApiError::InvalidCredentials)?;
                 Caller { user, session: None }
             }
         };
+        // Who acts, in the request's span, for requests that may change something (a read
+        // would pay for it on every request and log nothing at INFO).
+        if !matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS) {
+            crate::observe::record_actor(Some(caller.user.id), &caller.user.username);
+        }
         if let Some(slot) = parts.extensions.get::<AuthSlot>() {
             let _ = slot.0.set(Authenticated {
                 user_id: caller.user.id,

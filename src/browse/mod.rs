@@ -66,7 +66,12 @@ pub fn wrap(api: Router, state: AppState) -> Router {
 
 async fn handle(State(browse): State<Browse>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if !path.starts_with("/api/") || path.starts_with("/api/docs") || path == "/api/openapi.json" {
+    // Forward-auth and introspection answer proxies and programs, never a page.
+    if !path.starts_with("/api/")
+        || path.starts_with("/api/docs")
+        || path == "/api/openapi.json"
+        || path.starts_with("/api/v2/auth/")
+    {
         return next.run(request).await;
     }
     let html = wants_html(request.headers(), request.uri().query());
@@ -84,18 +89,30 @@ async fn handle(State(browse): State<Browse>, request: Request, next: Next) -> R
         return next.run(request).await;
     };
     if response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html")) {
-        secure_headers(response.headers_mut());
+        secure_headers(response.headers_mut(), &browse.state);
     }
     response
 }
 
 /// Content-Security-Policy without inline script, no framing, no sniffing, no caching.
-fn secure_headers(headers: &mut HeaderMap) {
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+fn secure_headers(headers: &mut HeaderMap, state: &AppState) {
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp(&state.config.allowed_redirect_hosts));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// [`CSP`], whose `form-action` also names the hosts a form login may redirect to
+/// (`BOUNCER_ALLOWED_REDIRECT_HOSTS`): browsers apply `form-action` to the redirect after a
+/// form post too.
+fn csp(allowed_hosts: &[String]) -> HeaderValue {
+    if allowed_hosts.is_empty() {
+        return HeaderValue::from_static(CSP);
+    }
+    let sources: String = allowed_hosts.iter().map(|host| format!(" http://{host} https://{host}")).collect();
+    let policy = CSP.replace("form-action 'self'", &format!("form-action 'self'{sources}"));
+    HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static(CSP))
 }
 
 /// A browser asks for HTML; `?format=json` and `?format=api` decide for it.
@@ -343,20 +360,24 @@ fn login_response(
     status: StatusCode,
 ) -> Response {
     let (csrf, new_csrf) = csrf_token(headers);
-    let next = cookies::safe_next(Some(next));
+    let next = cookies::safe_next(Some(next), &browse.state.config.allowed_redirect_hosts);
     let mut response =
         (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], page::login(&next, &csrf, message, username))
             .into_response();
     if new_csrf {
         response.headers_mut().append(header::SET_COOKIE, cookies::csrf_cookie(&csrf, secure(browse, headers)));
     }
-    secure_headers(response.headers_mut());
+    secure_headers(response.headers_mut(), &browse.state);
     response
 }
 
+/// The login page's query, as documented; [`login_page`] reads it leniently.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub struct LoginPageParams {
-    /// Where to go after logging in (a local path).
+    /// Where to go after logging in: a local path, or an absolute URL on a host of
+    /// `BOUNCER_ALLOWED_REDIRECT_HOSTS`.
     next: Option<String>,
     /// Why the previous session ended (a reason code), to say so on the page.
     reason: Option<String>,
@@ -372,11 +393,16 @@ async fn login_page(
     State(state): State<AppState>,
     meta: ClientMeta,
     headers: HeaderMap,
-    axum::extract::Query(params): axum::extract::Query<LoginPageParams>,
+    uri: axum::http::Uri,
 ) -> Response {
-    let message = params.reason.as_deref().map(reason_message);
+    // Read leniently (the first of each name wins, anything else is ignored): a proxy's
+    // redirect here may carry the original URL's own parameters unescaped (nginx cannot
+    // escape `$request_uri`), and that must give the login page, not a 400.
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let param = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+    let message = param("reason").map(reason_message);
     let (csrf, new_csrf) = csrf_token(&headers);
-    let next = cookies::safe_next(params.next.as_deref());
+    let next = cookies::safe_next(param("next"), &state.config.allowed_redirect_hosts);
     let mut response = (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         page::login(&next, &csrf, message.as_deref().map(|m| ("info", m)), ""),
@@ -385,8 +411,7 @@ async fn login_page(
     if new_csrf {
         response.headers_mut().append(header::SET_COOKIE, cookies::csrf_cookie(&csrf, meta.secure));
     }
-    let _ = state;
-    secure_headers(response.headers_mut());
+    secure_headers(response.headers_mut(), &state);
     response
 }
 

@@ -4,6 +4,7 @@
 //! every change to a user, also reaches the session cache of every instance.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -31,6 +32,9 @@ pub struct Events {
     instance: i64,
     pg: Option<sqlx::PgPool>,
     cache: Arc<SessionCache>,
+    /// Sessions ended by this instance, by reason (`EndReason as usize`), for the metrics.
+    /// Endings heard from other instances are not counted: they count them.
+    ended_counts: Arc<[AtomicU64; EndReason::ALL.len()]>,
 }
 
 /// What goes over `NOTIFY`: the sending instance, `(session, user, reason)` triples of
@@ -51,6 +55,7 @@ impl Events {
     pub fn new(db: &Db, cache: SessionCache) -> Events {
         Events {
             cache: Arc::new(cache),
+            ended_counts: Arc::default(),
             local: broadcast::channel(4096).0,
             instance: i64::from_le_bytes(crate::auth::token::random_bytes::<8>()),
             pg: match db {
@@ -58,6 +63,13 @@ impl Events {
                 Db::Sqlite(_) => None,
             },
         }
+    }
+
+    /// How many sessions this instance has ended, by reason (every reason a session can be
+    /// stored with).
+    pub fn ended_counts(&self) -> impl Iterator<Item = (EndReason, u64)> + '_ {
+        crate::observe::metrics::reasons()
+            .map(|reason| (reason, self.ended_counts[reason as usize].load(Ordering::Relaxed)))
     }
 
     /// The session cache these events keep true.
@@ -75,8 +87,15 @@ impl Events {
             return;
         }
         self.cache.forget_ended(ended);
+        self.ended_counts[reason as usize].fetch_add(ended.len() as u64, Ordering::Relaxed);
+        // One line per batch (the sweeper ends a thousand at a time): the user when the batch
+        // is one user's (a kick, a logout, a revocation), the session when it is one.
+        let first = ended[0];
+        let user_id = first.1.filter(|_| ended.iter().all(|&(_, user)| user == first.1));
+        let session_id = (ended.len() == 1).then_some(first.0);
+        tracing::info!(reason = reason.code(), count = ended.len(), user_id, session_id, "sessions ended");
         for &(session_id, user_id) in ended {
-            tracing::info!(session_id, user_id, reason = reason.code(), "session ended");
+            tracing::debug!(session_id, user_id, reason = reason.code(), "session ended");
             self.deliver(session_id, user_id, reason);
         }
         if let Some(pool) = &self.pg {

@@ -18,7 +18,8 @@ use super::{EndReason, Session, SessionEnded};
 use crate::AppState;
 use crate::activity::Author;
 use crate::auth::{
-    AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, QuietCaller, check_password, cookies, credentials, token,
+    AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, QuietCaller, check_basic, check_password, cookies,
+    credentials, token,
 };
 use crate::clock::{rfc3339, seconds_until};
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors, ValidationErrors};
@@ -130,7 +131,8 @@ pub struct FormLoginRequest {
     username: String,
     #[schema(format = Password)]
     password: String,
-    /// Where to go after logging in: a local path (default `/api/v2/`).
+    /// Where to go after logging in: a local path, or an absolute URL on a host of
+    /// `BOUNCER_ALLOWED_REDIRECT_HOSTS` (default `/api/v2/`).
     next: Option<String>,
     /// The value of the `csrftoken` cookie (or send it in `X-CSRFToken`).
     csrfmiddlewaretoken: Option<String>,
@@ -185,7 +187,8 @@ impl FromRequest<AppState> for LoginInput {
 /// A form-encoded body (`username`, `password`, `next`, and the CSRF token from the
 /// `csrftoken` cookie in `csrfmiddlewaretoken` or the `X-CSRFToken` header) logs a browser
 /// in instead: the token goes into the HttpOnly session cookie named in
-/// `X-API-Session-Cookie-Name`, and the answer is a 303 to `next` (a local path).
+/// `X-API-Session-Cookie-Name`, and the answer is a 303 to `next` (a local path, or an
+/// absolute URL on a host of `BOUNCER_ALLOWED_REDIRECT_HOSTS`).
 #[utoipa::path(post, path = "/api/login/", tag = "auth",
     request_body(content(
         (LoginRequest = "application/json"),
@@ -252,7 +255,8 @@ async fn login(
             let logged_in =
                 log_in(&state, &meta, field("username").unwrap_or_default(), field("password").unwrap_or_default())
                     .await?;
-            let mut response = Redirect::to(&cookies::safe_next(field("next"))).into_response();
+            let mut response =
+                Redirect::to(&cookies::safe_next(field("next"), &state.config.allowed_redirect_hosts)).into_response();
             let headers = response.headers_mut();
             headers.append(header::SET_COOKIE, cookies::session_cookie(Some(&logged_in.token.token), meta.secure));
             // A new CSRF token for the new session, as Django rotates it at login.
@@ -264,9 +268,27 @@ async fn login(
     }
 }
 
+/// Checks the password and creates the session; counts the attempt in the metrics and logs
+/// it, once, whatever its outcome.
 async fn log_in(state: &AppState, meta: &ClientMeta, username: &str, password: &str) -> ApiResult<super::LoggedIn> {
-    let user_id = check_password(state, username, password).await?;
-    super::create(state, user_id, meta).await
+    crate::observe::record_actor(None, username);
+    let mut user_id = None;
+    let result = async {
+        let id = check_password(state, username, password).await?;
+        user_id = Some(id);
+        crate::observe::record_actor_id(id);
+        super::create(state, id, meta).await
+    }
+    .await;
+    let outcome = crate::observe::LoginOutcome::of(&result);
+    state.metrics.login(outcome);
+    match &result {
+        Ok(logged_in) => {
+            tracing::info!(outcome = outcome.code(), user_id, username, session_id = logged_in.session.id, "logged in")
+        }
+        Err(err) => tracing::info!(outcome = outcome.code(), user_id, username, error = %err, "login failed"),
+    }
+    result
 }
 
 /// End the current session.
@@ -286,7 +308,7 @@ async fn logout(State(state): State<AppState>, meta: ClientMeta, headers: Header
             if !state.settings.current().basic_enabled {
                 return Err(ApiError::BasicAuthDisabled);
             }
-            check_password(&state, &username, &password).await?;
+            check_basic(&state, &username, &password).await?;
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         Some(Credentials::Token(token)) => token,
@@ -299,20 +321,25 @@ async fn logout(State(state): State<AppState>, meta: ClientMeta, headers: Header
         }
     };
     let hash = token::digest(&presented);
-    let found: Option<(i64, Option<i64>)> = with_db!(&state.db, |pool| {
-        sqlx::query_as("SELECT id, user_id FROM sessions WHERE token_hash = $1")
-            .bind(&hash[..])
-            .fetch_optional(pool)
-            .await
+    let found: Option<(i64, Option<i64>, Option<String>)> = with_db!(&state.db, |pool| {
+        sqlx::query_as(
+            "SELECT s.id, s.user_id, u.username FROM sessions s LEFT JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1",
+        )
+        .bind(&hash[..])
+        .fetch_optional(pool)
+        .await
     })?;
-    let (id, user_id) = found.ok_or(ApiError::SessionEnded(EndReason::InvalidToken))?;
+    let (id, user_id, username) = found.ok_or(ApiError::SessionEnded(EndReason::InvalidToken))?;
+    if let Some(username) = &username {
+        crate::observe::record_actor(user_id, username);
+    }
     // A session already past its end keeps the reason it ended with.
     if let Some(user_id) = user_id {
         super::expire(&state, Some(user_id)).await?;
     }
-    if super::end_one(&state, id, EndReason::LoggedOut, user_id, state.clock.now()).await? {
-        tracing::info!(session_id = id, user_id, "logged out");
-    }
+    // Logged once, as every ending is: `sessions ended reason=logged_out` (`Events::ended`).
+    super::end_one(&state, id, EndReason::LoggedOut, user_id, state.clock.now()).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if cookies::cookie(&headers, cookies::SESSION_COOKIE).is_some() {
         response.headers_mut().insert(header::SET_COOKIE, cookies::session_cookie(None, meta.secure));
@@ -443,8 +470,8 @@ async fn user_sessions(
 async fn end_user_sessions(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<StatusCode> {
     caller.require_superuser()?;
     users::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
-    let ended = super::revoke_all_of_user(&state, id, &Author::api(&caller.user)).await?;
-    tracing::info!(user_id = id, ended, by = caller.user.id, "sessions revoked by an administrator");
+    // Logged by `Events::ended` (`sessions ended reason=revoked`), in a span naming the admin.
+    super::revoke_all_of_user(&state, id, &Author::api(&caller.user)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

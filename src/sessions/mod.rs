@@ -37,7 +37,8 @@ pub const BATCH: i64 = 1000;
 /// A session this instance read less than the cache's time to live ago, and that nothing
 /// has ended since, is checked in memory (see [`cache`]); its idle timer is written to the
 /// database at most once per [`cache::WRITE_EVERY`]. Anything else reads the database.
-#[tracing::instrument(skip_all)]
+// At DEBUG: a span per request costs, and the request's own span already says which it is.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn authenticate(state: &AppState, token: &str, quiet: bool) -> ApiResult<Caller> {
     let digest = token::digest(token);
     let cache = state.events.cache();
@@ -151,7 +152,7 @@ pub struct LoggedIn {
 /// ended, the live ones counted, and the new one is refused (`deny_new`) or inserted and the
 /// oldest beyond the limit ended (`kick_oldest`). The settings are read after the lock is
 /// taken, so a settings change that lowers the limit sees every committed login.
-#[tracing::instrument(skip_all, fields(user_id))]
+#[tracing::instrument(skip_all, fields(user_id = user_id))]
 pub async fn create(state: &AppState, user_id: i64, meta: &ClientMeta) -> ApiResult<LoggedIn> {
     let new = token::generate();
     let (session_id, now, ended_expired, ended_over, settings) = with_db!(&state.db, |pool, dialect| {
@@ -173,7 +174,7 @@ pub async fn create(state: &AppState, user_id: i64, meta: &ClientMeta) -> ApiRes
             if live >= limit {
                 tx.commit().await?;
                 publish(state, &expired);
-                tracing::info!(user_id, limit, "login refused: session limit reached (deny_new)");
+                // Logged by the login, as every outcome of one is.
                 return Err(ApiError::LimitReached);
             }
         }
@@ -209,11 +210,8 @@ pub async fn create(state: &AppState, user_id: i64, meta: &ClientMeta) -> ApiRes
     publish(state, &ended_expired);
     // Its `last_login` moved: cached copies of the user are stale.
     state.events.user_changed(user_id);
-    if !ended_over.is_empty() {
-        tracing::info!(user_id, kicked = ended_over.len(), "login exceeded the session limit; oldest sessions ended");
-        state.events.ended(&ended_over, EndReason::LimitReached);
-    }
-    tracing::info!(user_id, session_id, "logged in");
+    // The kick is logged there (`sessions ended reason=limit_reached`), the login by the login.
+    state.events.ended(&ended_over, EndReason::LimitReached);
     let row = SessionRow {
         id: session_id,
         user_id: Some(user_id),
@@ -337,9 +335,7 @@ pub async fn settings_changed(state: &AppState, before: &Snapshot, after: &Snaps
             publish(state, &expired);
             ended
         });
-        if !ended.is_empty() {
-            tracing::info!(limit, ended = ended.len(), "session limit lowered; sessions over it ended");
-        }
+        // Logged there (`sessions ended reason=limit_reached`); the change itself by the settings.
         state.events.ended(&ended, EndReason::LimitReached);
     }
     let shorter_idle = after.token_expiration < before.token_expiration;

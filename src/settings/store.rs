@@ -113,9 +113,16 @@ pub async fn apply_changes(
         (new, version)
     });
     let (before, after) = state.settings.install(&stored, None, version);
-    let changed: Vec<&str> = after.diff(&before).keys().copied().collect();
-    if !changed.is_empty() {
-        tracing::info!(origin = origin.code(), actor = actor.username.as_deref(), ?changed, "settings changed");
+    let changes = after.diff(&before);
+    if !changes.is_empty() {
+        // Settings are no secrets: the line says what changed, from what to what.
+        tracing::info!(
+            origin = origin.code(),
+            actor_id = actor.id,
+            actor = actor.username.as_deref(),
+            changes = %json!(changes),
+            "settings changed"
+        );
     }
     crate::sessions::settings_changed(state, &before, &after, actor.id).await?;
     Ok((before, after))

@@ -476,10 +476,11 @@ impl Server {
             let line = line.expect("the server printed `listening` before it stopped");
             log.lock().unwrap().push_str(&line);
             log.lock().unwrap().push('\n');
+            // `address=127.0.0.1:PORT` in text logs, `"address":"127.0.0.1:PORT"` in JSON ones.
             if line.contains("listening")
-                && let Some(rest) = line.split("address=").nth(1)
+                && let Some(rest) = line.split("address=").nth(1).or_else(|| line.split("\"address\":\"").nth(1))
             {
-                let addr = rest.split_whitespace().next().unwrap().to_owned();
+                let addr = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap().to_owned();
                 let sink = log.clone();
                 tokio::spawn(async move {
                     while let Ok(Some(line)) = lines.next_line().await {

@@ -17,12 +17,9 @@ use std::time::Duration;
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::http;
+use crate::helpers::{PASSWORD, Server, http};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bouncer");
-const PASSWORD: &str = "correct horse battery";
 const ALICE_PASSWORD: &str = "alice's long password";
 const KICKED: &str = "The maximum number of allowed sessions for this user has been exceeded.";
 /// How long to wait for anything a page should do by itself.
@@ -58,39 +55,6 @@ fn browser_tools() -> Option<(String, String)> {
          or set BOUNCER_CHROMIUM and BOUNCER_CHROMEDRIVER)"
     );
     None
-}
-
-/// `bouncer serve` on a fresh SQLite file; its log is written to the test's captured output,
-/// so it shows when the test fails.
-async fn start_bouncer(dir: &Path) -> (tokio::process::Child, String) {
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("serve")
-        .env("DATABASE_URL", format!("sqlite://{}", dir.join("e2e.db").display()))
-        .env("BOUNCER_BIND", "127.0.0.1:0")
-        .env("BOUNCER_ADMIN_PASSWORD", PASSWORD)
-        .env("BOUNCER_ARGON2_MEMORY_KIB", "64")
-        .env("BOUNCER_ARGON2_ITERATIONS", "1")
-        .env_remove("BOUNCER_CONF_DIR")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-        eprintln!("bouncer: {line}");
-        if let Some(rest) = line.split("address=").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().to_owned();
-            tokio::spawn(async move {
-                while let Ok(Some(line)) = lines.next_line().await {
-                    eprintln!("bouncer: {line}");
-                }
-            });
-            return (child, addr);
-        }
-    }
 }
 
 /// chromedriver on a free port, in a process group of its own: dropping it kills the group,
@@ -312,7 +276,8 @@ async fn a_browser_logs_in_changes_the_limit_and_is_told_when_it_is_kicked() {
 
 async fn scenario(chromium: &str, chromedriver: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, addr) = start_bouncer(dir.path()).await;
+    let server = Server::start(&format!("sqlite://{}", dir.path().join("e2e.db").display()), &[]).await;
+    let addr = server.addr.clone();
     let base = format!("http://{addr}");
 
     // A user who is not a superuser, through the JSON API; the admin's API session ends
@@ -440,5 +405,5 @@ async fn scenario(chromium: &str, chromedriver: &str) {
     a.close().await.unwrap();
     b.close().await.unwrap();
     drop(driver);
-    server.start_kill().unwrap();
+    drop(server);
 }

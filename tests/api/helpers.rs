@@ -499,3 +499,12 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 }
+
+impl Drop for Server {
+    /// A failing test shows what the server said.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = writeln!(std::io::stderr(), "bouncer's log:\n{}", self.log());
+        }
+    }
+}

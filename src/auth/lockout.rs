@@ -8,8 +8,13 @@
 //! (not locked) waits for them; within one process it waits on a local gate first, so the
 //! database is not polled. Each result is recorded when the check ends; a success resets
 //! the count. A process that dies mid-check leaks its `pending` for at most [`PENDING_LEASE`].
+//!
+//! The grant's statement also reads the user's credentials, and a login records its success
+//! in the transaction that creates the session, so a login costs the lockout no round trip
+//! of its own.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ use crate::clock::{MICROS_PER_SECOND, Micros, seconds_until};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::settings::Snapshot;
+use crate::users::store::{self as users, Credentials};
 use crate::with_db;
 
 /// A failure count restarts when the last failure is this old.
@@ -28,7 +34,8 @@ pub const PENDING_LEASE: Micros = 60 * MICROS_PER_SECOND;
 /// How long a check waits for a grant before giving up with 503.
 const GRANT_WAIT: Duration = Duration::from_secs(10);
 
-// $1 username, $2 now, $3 limit, $4 forget failures before, $5 pending lease end, $6 nonce.
+// $1 username, $2 now, $3 limit, $4 forget failures before, $5 pending lease end, $6 nonce;
+// returns the grant, the lock, and the user's credentials (NULLs when there is no such user).
 const RESERVE: &str = "\
 INSERT INTO login_failures (username, failures, pending, pending_until, grant_nonce, updated_at) \
 VALUES ($1, 0, 1, $5, $6, $2) \
@@ -41,7 +48,10 @@ ON CONFLICT (username) DO UPDATE SET \
   pending_until = CASE WHEN ALLOWED THEN $5 ELSE login_failures.pending_until END, \
   grant_nonce = CASE WHEN ALLOWED THEN $6 ELSE login_failures.grant_nonce END, \
   updated_at = $2 \
-RETURNING grant_nonce, locked_until";
+RETURNING grant_nonce, locked_until, \
+  (SELECT id FROM users WHERE username = $1), \
+  (SELECT password_hash FROM users WHERE username = $1), \
+  (SELECT is_active FROM users WHERE username = $1)";
 
 /// Admitted: no live lock, and failures plus checks in flight under the limit.
 const ALLOWED: &str = "(NOT COALESCE(login_failures.locked_until > $2, FALSE) \
@@ -50,7 +60,7 @@ const ALLOWED: &str = "(NOT COALESCE(login_failures.locked_until > $2, FALSE) \
     + (CASE WHEN login_failures.pending_until > $2 THEN login_failures.pending ELSE 0 END) < $3)";
 
 // $1 username, $2 success, $3 now, $4 limit, $5 lock end.
-const RELEASE: &str = "\
+pub const RELEASE: &str = "\
 UPDATE login_failures SET \
   pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END, \
   failures = CASE WHEN $2 THEN 0 ELSE failures + 1 END, \
@@ -86,26 +96,59 @@ impl Gates {
     }
 }
 
-/// The right to check one password for a username; [`Attempt::finish`] records the result.
+/// The right to check one password for a username; [`Attempt::finish`] records the result,
+/// or [`record_success!`](crate::record_success) does in the caller's transaction.
 #[derive(Debug)]
 pub struct Attempt {
     username: String,
     limit: Option<i64>,
     lockout: Micros,
+    /// A success recorded in a transaction that has committed.
+    recorded: AtomicBool,
     _gate: Option<OwnedSemaphorePermit>,
 }
 
-/// Waits for the right to check a password for `username`; `Err(LockedOut)` when it is
-/// locked out.
+/// Records the success of `$attempt` (an `&Attempt`) on `$conn`, inside the caller's
+/// transaction: the count restarts and the check leaves the ones in flight. Evaluates to
+/// `Result<(), sqlx::Error>`; once the transaction has committed, call
+/// [`Attempt::set_recorded`].
+#[macro_export]
+macro_rules! record_success {
+    ($conn:expr, $attempt:expr, $now:expr) => {
+        async {
+            let Some((username, limit, lock_end)) = $attempt.release_binds($now) else { return Ok(()) };
+            sqlx::query($crate::auth::lockout::RELEASE)
+                .bind(username)
+                .bind(true)
+                .bind($now)
+                .bind(limit)
+                .bind(lock_end)
+                .execute($conn)
+                .await
+                .map(|_| ())
+        }
+        .await
+    };
+}
+
+/// Waits for the right to check a password for `username`, and reads its credentials (the
+/// same statement, when the lockout is on); `Err(LockedOut)` when it is locked out.
 pub async fn begin(
     db: &Db,
     gates: &Gates,
     clock: &dyn crate::clock::Clock,
     username: &str,
     settings: &Snapshot,
-) -> Result<Attempt, ApiError> {
+) -> Result<(Attempt, Option<Credentials>), ApiError> {
+    let attempt = |limit, lockout, gate| Attempt {
+        username: username.to_owned(),
+        limit,
+        lockout,
+        recorded: AtomicBool::new(false),
+        _gate: gate,
+    };
     let Some(limit) = settings.failure_limit else {
-        return Ok(Attempt { username: username.to_owned(), limit: None, lockout: 0, _gate: None });
+        return Ok((attempt(None, 0, None), users::credentials(db, username).await?));
     };
     let gate = gates.enter(username, limit).await;
     let deadline = tokio::time::Instant::now() + GRANT_WAIT;
@@ -113,7 +156,7 @@ pub async fn begin(
     loop {
         let now = clock.now();
         let nonce = i64::from_le_bytes(crate::auth::token::random_bytes::<8>());
-        let (granted, locked_until): (Option<i64>, Option<i64>) = with_db!(db, |pool| {
+        let (granted, locked_until, id, hash, active): Reserved = with_db!(db, |pool| {
             sqlx::query_as(reserve_sql())
                 .bind(username)
                 .bind(now)
@@ -125,12 +168,8 @@ pub async fn begin(
                 .await
         })?;
         if granted == Some(nonce) {
-            return Ok(Attempt {
-                username: username.to_owned(),
-                limit: Some(limit),
-                lockout: settings.lockout,
-                _gate: Some(gate),
-            });
+            let found = id.zip(hash).map(|(id, hash)| (id, hash, active.unwrap_or(false)));
+            return Ok((attempt(Some(limit), settings.lockout, Some(gate)), found));
         }
         if let Some(until) = locked_until.filter(|until| *until > now) {
             return Err(ApiError::LockedOut { retry_after: seconds_until(now, until).max(1) });
@@ -144,11 +183,30 @@ pub async fn begin(
     }
 }
 
+/// What the grant's statement returns: the grant's nonce, the lock, the user's id, password
+/// hash and `is_active`.
+type Reserved = (Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<bool>);
+
 impl Attempt {
+    /// The parameters of [`record_success!`](crate::record_success): `None` when the lockout
+    /// is off (nothing to record).
+    pub fn release_binds(&self, now: Micros) -> Option<(&str, i64, Micros)> {
+        self.limit.map(|limit| (self.username.as_str(), limit, now + self.lockout))
+    }
+
+    /// The transaction that recorded the success has committed.
+    pub fn set_recorded(&self) {
+        self.recorded.store(true, Ordering::Release);
+    }
+
+    pub fn is_recorded(&self) -> bool {
+        self.recorded.load(Ordering::Acquire)
+    }
+
     /// Records the result of the check: a success resets the count, a failure adds to it
     /// and, reaching the limit, starts the lockout; `None` (the check could not be made)
     /// only releases its place. True when this failure started a lockout.
-    pub async fn finish(self, db: &Db, now: Micros, success: Option<bool>) -> Result<bool, sqlx::Error> {
+    pub async fn finish(&self, db: &Db, now: Micros, success: Option<bool>) -> Result<bool, sqlx::Error> {
         let Some(limit) = self.limit else { return Ok(false) };
         let Some(success) = success else {
             return with_db!(db, |pool| {

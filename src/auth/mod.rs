@@ -67,15 +67,34 @@ pub fn credentials(headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
 
 /// Checks a username and password (login or HTTP Basic), with the lockout and the same
 /// argon2 work whether or not the user exists. Returns the user's id.
+pub async fn check_password(state: &AppState, username: &str, password: &str) -> ApiResult<i64> {
+    let (id, ()) = check_password_then(state, username, password, |_, _, _| async {}).await?;
+    Ok(id)
+}
+
+/// [`check_password`], then, when the password is right, `then` with the user's id and the
+/// attempt, which `then` may record in a transaction of its own (the login does, in the
+/// session's: see [`record_success!`](crate::record_success)); a success `then` did not
+/// record is recorded after it. Returns the user's id and what `then` returned.
 ///
-/// The check runs in a task of its own, so a client that hangs up mid-check still has its
+/// All of it runs in a task of its own, so a client that hangs up mid-check still has its
 /// attempt recorded (and its place among the checks in flight released); the task runs in
 /// the caller's span, so its log lines carry the request id.
 ///
 /// Logs nothing of the outcome but a lockout starting: the caller (the login, HTTP Basic)
 /// logs the attempt once, knowing what it was.
 #[tracing::instrument(skip_all)]
-pub async fn check_password(state: &AppState, username: &str, password: &str) -> ApiResult<i64> {
+pub async fn check_password_then<T, F, Fut>(
+    state: &AppState,
+    username: &str,
+    password: &str,
+    then: F,
+) -> ApiResult<(i64, T)>
+where
+    T: Send + 'static,
+    F: FnOnce(AppState, i64, Arc<lockout::Attempt>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send,
+{
     let (state, username, password) = (state.clone(), username.to_owned(), password.to_owned());
     let check = async move {
         if Username::parse(&username).is_err() {
@@ -85,20 +104,24 @@ pub async fn check_password(state: &AppState, username: &str, password: &str) ->
             return Err(ApiError::InvalidCredentials);
         }
         let settings = state.settings.current();
-        let attempt = lockout::begin(&state.db, &state.gates, state.clock.as_ref(), &username, &settings).await?;
-        let mut user_id = None;
+        let (attempt, found) =
+            lockout::begin(&state.db, &state.gates, state.clock.as_ref(), &username, &settings).await?;
+        let attempt = Arc::new(attempt);
+        let user_id = found.as_ref().map(|(id, _, _)| *id);
         let checked = async {
-            let found = users::credentials(&state.db, &username).await?;
-            user_id = found.as_ref().map(|(id, _, _)| *id);
             let matches = state.passwords.verify(&password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
             Ok::<_, ApiError>(found.filter(|(_, _, active)| *active && matches).map(|(id, _, _)| id))
         }
         .await;
+        if let Ok(Some(id)) = checked {
+            let then = then(state.clone(), id, attempt.clone()).await;
+            if !attempt.is_recorded() {
+                attempt.finish(&state.db, state.clock.now(), Some(true)).await?;
+            }
+            return Ok((id, then));
+        }
         // An error (database down) is not the user's failure: record it as neither.
-        let outcome = match &checked {
-            Ok(found) => Some(found.is_some()),
-            Err(_) => None,
-        };
+        let outcome = checked.as_ref().ok().map(|_| false);
         if attempt.finish(&state.db, state.clock.now(), outcome).await? {
             state.metrics.lockout();
             tracing::info!(
@@ -109,7 +132,7 @@ pub async fn check_password(state: &AppState, username: &str, password: &str) ->
                 "username locked out"
             );
         }
-        checked?.ok_or(ApiError::InvalidCredentials)
+        Err(checked.err().unwrap_or(ApiError::InvalidCredentials))
     };
     tokio::spawn(check.in_current_span()).await.map_err(|err| ApiError::Internal(err.into()))?
 }

@@ -105,7 +105,7 @@ impl Events {
                     e: chunk.iter().map(|&(s, u)| (s, u, reason.code().to_owned())).collect(),
                     u: Vec::new(),
                 };
-                notify(pool, &notice);
+                send(pool, serde_json::to_string(&notice).expect("a notice serialises"));
             }
         }
     }
@@ -113,10 +113,26 @@ impl Events {
     /// Announces that a user changed (flags, name, last login): every instance reads the
     /// user's sessions from the database again.
     pub fn user_changed(&self, user_id: i64) {
-        self.cache.forget_user(user_id);
-        if let Some(pool) = &self.pg {
-            notify(pool, &Notice { i: self.instance, e: Vec::new(), u: vec![user_id] });
+        self.user_changed_here(user_id);
+        if let (Some(pool), Some(notice)) = (&self.pg, self.user_changed_notice(user_id)) {
+            send(pool, notice);
         }
+    }
+
+    /// The payload that tells the other instances a user changed, for a statement that
+    /// sends it in its own transaction (PostgreSQL delivers it at commit); `None` on SQLite.
+    /// After the commit, call [`Events::user_changed_here`].
+    pub fn user_changed_notice(&self, user_id: i64) -> Option<String> {
+        self.pg.as_ref().map(|_| {
+            serde_json::to_string(&Notice { i: self.instance, e: Vec::new(), u: vec![user_id] })
+                .expect("a notice serialises")
+        })
+    }
+
+    /// This instance's part of [`Events::user_changed`], when the other instances were told
+    /// by the transaction that changed the user.
+    pub fn user_changed_here(&self, user_id: i64) {
+        self.cache.forget_user(user_id);
     }
 
     /// Delivers a notification from another instance to this one's listeners.
@@ -147,10 +163,10 @@ impl Events {
     }
 }
 
-/// Sends `notice` to the other instances. Fire and forget: what it announces is committed;
-/// a lost notice is made up for by the cache's time to live and the pages' quiet checks.
-fn notify(pool: &sqlx::PgPool, notice: &Notice) {
-    let payload = serde_json::to_string(notice).expect("a notice serialises");
+/// Sends a notice's `payload` to the other instances. Fire and forget: what it announces is
+/// committed; a lost notice is made up for by the cache's time to live and the pages' quiet
+/// checks.
+fn send(pool: &sqlx::PgPool, payload: String) {
     let pool = pool.clone();
     tokio::spawn(async move {
         if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&pool).await {

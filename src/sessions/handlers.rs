@@ -18,7 +18,7 @@ use super::{EndReason, Session, SessionEnded};
 use crate::AppState;
 use crate::activity::Author;
 use crate::auth::{
-    AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, QuietCaller, check_basic, check_password, cookies,
+    AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, QuietCaller, check_basic, check_password_then, cookies,
     credentials, token,
 };
 use crate::clock::{rfc3339, seconds_until};
@@ -274,10 +274,14 @@ async fn log_in(state: &AppState, meta: &ClientMeta, username: &str, password: &
     crate::observe::record_actor(None, username);
     let mut user_id = None;
     let result = async {
-        let id = check_password(state, username, password).await?;
+        let meta = meta.clone();
+        let (id, created) = check_password_then(state, username, password, |state, id, attempt| async move {
+            super::create(&state, id, &meta, Some(&attempt)).await
+        })
+        .await?;
         user_id = Some(id);
         crate::observe::record_actor_id(id);
-        super::create(state, id, meta).await
+        created
     }
     .await;
     let outcome = crate::observe::LoginOutcome::of(&result);

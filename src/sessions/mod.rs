@@ -145,35 +145,56 @@ pub struct LoggedIn {
     pub session: Session,
 }
 
-/// Creates a session for `user_id`, whose password has been checked, enforcing the limit.
+/// Creates a session for `user_id`, whose password has been checked, enforcing the limit;
+/// records the check's success (`attempt`) in the same transaction.
 ///
-/// One transaction serialises the logins of one user: `SELECT ... FOR UPDATE` on the user's
-/// row (PostgreSQL) or `BEGIN IMMEDIATE` (SQLite). Inside it the user's dead sessions are
-/// ended, the live ones counted, and the new one is refused (`deny_new`) or inserted and the
-/// oldest beyond the limit ended (`kick_oldest`). The settings are read after the lock is
-/// taken, so a settings change that lowers the limit sees every committed login.
+/// One transaction serialises the logins of one user: its first statement moves the user's
+/// `last_login` (taking the row's lock on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already
+/// serialises every writer) and finds no row when the user is gone or inactive. Inside it
+/// the user's dead sessions are ended, the live ones counted, and the new one is refused
+/// (`deny_new`, which rolls it all back) or inserted and the oldest beyond the limit ended
+/// (`kick_oldest`). The settings are read after the lock is taken, so a settings change that
+/// lowers the limit sees every committed login. On PostgreSQL the same first statement tells
+/// the other instances, at commit, that the user changed.
 #[tracing::instrument(skip_all, fields(user_id = user_id))]
-pub async fn create(state: &AppState, user_id: i64, meta: &ClientMeta) -> ApiResult<LoggedIn> {
+pub async fn create(
+    state: &AppState,
+    user_id: i64,
+    meta: &ClientMeta,
+    attempt: Option<&crate::auth::lockout::Attempt>,
+) -> ApiResult<LoggedIn> {
     let new = token::generate();
+    let notice = state.events.user_changed_notice(user_id);
     let (session_id, now, ended_expired, ended_over, settings) = with_db!(&state.db, |pool, dialect| {
         let mut tx = pool.begin_with(dialect.begin_write).await?;
-        let lock = if dialect.for_update.is_empty() {
-            "SELECT is_active FROM users WHERE id = $1"
-        } else {
-            "SELECT is_active FROM users WHERE id = $1 FOR UPDATE"
+        let now = state.clock.now();
+        let lock = match &notice {
+            None => sqlx::query_scalar::<_, i64>(LOGIN_USER).bind(now).bind(user_id),
+            Some(notice) => sqlx::query_scalar::<_, i64>(LOGIN_USER_PG)
+                .bind(now)
+                .bind(user_id)
+                .bind(EVENTS_CHANNEL)
+                .bind(notice)
+                .bind(attempt.and_then(|a| a.release_binds(now)).map(|(username, _, _)| username)),
         };
-        let active: Option<bool> = sqlx::query_scalar(lock).bind(user_id).fetch_optional(&mut *tx).await?;
-        if active != Some(true) {
+        if lock.fetch_optional(&mut *tx).await?.is_none() {
             return Err(ApiError::InvalidCredentials);
         }
+        if let (Some(attempt), None) = (attempt, &notice) {
+            crate::record_success!(&mut *tx, attempt, now)?;
+        }
         let settings = state.settings.current();
-        let now = state.clock.now();
-        let expired = expire_sessions!(&mut *tx, &settings, now, Some(user_id), i64::MAX)?;
+        // Dead sessions must not count towards the limit (nor be kicked: they ended for
+        // their own reason); with no limit, the sweeper or their next use ends them.
+        let expired = match settings.per_user {
+            Some(_) => Vec::from(expire_sessions!(&mut *tx, &settings, now, Some(user_id), i64::MAX)?),
+            None => Vec::new(),
+        };
         if let (Some(limit), LimitPolicy::DenyNew) = (settings.per_user, settings.policy) {
             let live: i64 = sqlx::query_scalar(COUNT_LIVE).bind(user_id).fetch_one(&mut *tx).await?;
             if live >= limit {
-                tx.commit().await?;
-                publish(state, &expired);
+                // Rolled back: the user did not log in. The dead sessions it found end as
+                // they would have (at their own end time) by the sweeper or their next use.
                 // Logged by the login, as every outcome of one is.
                 return Err(ApiError::LimitReached);
             }
@@ -199,17 +220,16 @@ pub async fn create(state: &AppState, user_id: i64, meta: &ClientMeta) -> ApiRes
             )?,
             None => Vec::new(),
         };
-        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
+        if let Some(attempt) = attempt {
+            attempt.set_recorded();
+        }
         (session_id, now, expired, over, settings)
     });
     publish(state, &ended_expired);
-    // Its `last_login` moved: cached copies of the user are stale.
-    state.events.user_changed(user_id);
+    // Its `last_login` moved: cached copies of the user are stale (other instances were told
+    // by the transaction).
+    state.events.user_changed_here(user_id);
     // The kick is logged there (`sessions ended reason=limit_reached`), the login by the login.
     state.events.ended(&ended_over, EndReason::LimitReached);
     let row = SessionRow {

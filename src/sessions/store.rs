@@ -97,6 +97,18 @@ pub const END_OVER_AGE: &str = "UPDATE sessions SET ended_at = created_at + $4, 
     AND ($5 IS NULL OR user_id = $5) LIMIT $6) \
     RETURNING id, user_id";
 
+/// The login's first statement: moves the user's last login, locking its row; no row when
+/// the user is gone or inactive. `$1` now, `$2` the user.
+pub const LOGIN_USER: &str = "UPDATE users SET last_login_at = $1 WHERE id = $2 AND is_active RETURNING id";
+/// [`LOGIN_USER`] on PostgreSQL, which also tells the other instances the user changed
+/// (`$3` the channel, `$4` the payload; delivered at commit) and records the password
+/// check's success in the lockout (`$5` the username, NULL when the lockout is off; the
+/// success half of `lockout::RELEASE`).
+pub const LOGIN_USER_PG: &str = "WITH u AS (UPDATE users SET last_login_at = $1 WHERE id = $2 AND is_active \
+    RETURNING id), \
+    r AS (UPDATE login_failures SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END, failures = 0, \
+    updated_at = $1 WHERE username = $5 AND EXISTS (SELECT 1 FROM u)) \
+    SELECT id, pg_notify($3, $4)::text FROM u";
 pub const INSERT: &str = "INSERT INTO sessions (user_id, token_hash, created_at, last_used_at, ip_address, user_agent) \
     VALUES ($1, $2, $3, $3, $4, $5) RETURNING id";
 pub const COUNT_LIVE: &str = "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND ended_at IS NULL";

@@ -24,8 +24,11 @@ pub async fn by_username(db: &Db, username: &str) -> Result<Option<User>, sqlx::
     with_db!(db, |pool| sqlx::query_as(BY_USERNAME).bind(username).fetch_optional(pool).await)
 }
 
+/// What a password check needs of a user: its id, its password hash, and `is_active`.
+pub type Credentials = (i64, String, bool);
+
 /// The user and the stored password hash, for a login.
-pub async fn credentials(db: &Db, username: &str) -> Result<Option<(i64, String, bool)>, sqlx::Error> {
+pub async fn credentials(db: &Db, username: &str) -> Result<Option<Credentials>, sqlx::Error> {
     with_db!(db, |pool| {
         sqlx::query_as("SELECT id, password_hash, is_active FROM users WHERE username = $1")
             .bind(username)

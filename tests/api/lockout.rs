@@ -72,3 +72,30 @@ db_test!(zero_turns_the_lockout_off, |app| {
     }
     assert_eq!(app.login(ADMIN, PASSWORD).await.status, StatusCode::OK);
 });
+
+// A login records its success in the transaction that creates the session: the check leaves
+// the ones in flight. Were it left counted, the third login would wait for the others'
+// lease and fail with 503.
+db_test!(successful_logins_leave_no_check_in_flight, |app| {
+    app.create_user("alice").await;
+    app.set(json!({"AUTH_LOGIN_FAILURE_LIMIT": 2})).await;
+    for _ in 0..4 {
+        assert_eq!(app.login("alice", PASSWORD).await.status, StatusCode::OK);
+    }
+    assert_eq!(app.login("alice", "wrong password").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.login("alice", PASSWORD).await.status, StatusCode::OK);
+});
+
+// A right password whose login is refused (deny_new at the limit, the session's transaction
+// rolled back) still restarts the count.
+db_test!(a_right_password_refused_by_the_limit_still_resets_the_failure_count, |app| {
+    app.create_user("alice").await;
+    app.set(json!({"AUTH_LOGIN_FAILURE_LIMIT": 2, "AUTH_TOKEN_PER_USER": 1, "SESSION_LIMIT_POLICY": "deny_new"})).await;
+    let first = app.token("alice", PASSWORD).await;
+    assert_eq!(app.login("alice", "wrong password").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.login("alice", PASSWORD).await.reason(), "limit_reached");
+    assert_eq!(app.login("alice", "wrong password").await.status, StatusCode::UNAUTHORIZED);
+    // Two failures in a row only now: not locked out, refused by the limit again.
+    assert_eq!(app.login("alice", PASSWORD).await.reason(), "limit_reached");
+    assert_eq!(app.me(&first).await.status, StatusCode::OK);
+});

@@ -150,12 +150,13 @@ pub struct LoggedIn {
 ///
 /// One transaction serialises the logins of one user: its first statement moves the user's
 /// `last_login` (taking the row's lock on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already
-/// serialises every writer) and finds no row when the user is gone or inactive. Inside it
-/// the user's dead sessions are ended, the live ones counted, and the new one is refused
-/// (`deny_new`, which rolls it all back) or inserted and the oldest beyond the limit ended
-/// (`kick_oldest`). The settings are read after the lock is taken, so a settings change that
-/// lowers the limit sees every committed login. On PostgreSQL the same first statement tells
-/// the other instances, at commit, that the user changed.
+/// serialises every writer) and finds no row when the user is gone or inactive; then the
+/// session is inserted. Under a limit, read once the lock is held (so a settings change that
+/// lowers it sees every committed login), the user's dead sessions are ended and either the
+/// new one is refused if it went over (`deny_new`, which rolls it all back) or the oldest
+/// beyond the limit are ended (`kick_oldest`). On PostgreSQL the first statement also inserts
+/// the session, records the lockout's success and tells the other instances, at commit, that
+/// the user changed: a login with no limit is `BEGIN`, one statement, `COMMIT`.
 #[tracing::instrument(skip_all, fields(user_id = user_id))]
 pub async fn create(
     state: &AppState,
@@ -168,58 +169,68 @@ pub async fn create(
     let (session_id, now, ended_expired, ended_over, settings) = with_db!(&state.db, |pool, dialect| {
         let mut tx = pool.begin_with(dialect.begin_write).await?;
         let now = state.clock.now();
-        let lock = match &notice {
-            None => sqlx::query_scalar::<_, i64>(LOGIN_USER).bind(now).bind(user_id),
-            Some(notice) => sqlx::query_scalar::<_, i64>(LOGIN_USER_PG)
+        let session_id = match &notice {
+            None => {
+                let user = sqlx::query_scalar::<_, i64>(LOGIN_USER).bind(now).bind(user_id);
+                if user.fetch_optional(&mut *tx).await?.is_none() {
+                    return Err(ApiError::InvalidCredentials);
+                }
+                if let Some(attempt) = attempt {
+                    crate::record_success!(&mut *tx, attempt, now)?;
+                }
+                sqlx::query_scalar::<_, i64>(INSERT)
+                    .bind(user_id)
+                    .bind(&new.hash)
+                    .bind(now)
+                    .bind(meta.ip.as_deref())
+                    .bind(meta.user_agent.as_deref())
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+            Some(notice) => sqlx::query_scalar::<_, i64>(LOGIN_PG)
                 .bind(now)
                 .bind(user_id)
                 .bind(EVENTS_CHANNEL)
                 .bind(notice)
-                .bind(attempt.and_then(|a| a.release_binds(now)).map(|(username, _, _)| username)),
+                .bind(attempt.and_then(|a| a.release_binds(now)).map(|(username, _, _)| username))
+                .bind(&new.hash)
+                .bind(meta.ip.as_deref())
+                .bind(meta.user_agent.as_deref())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(ApiError::InvalidCredentials)?,
         };
-        if lock.fetch_optional(&mut *tx).await?.is_none() {
-            return Err(ApiError::InvalidCredentials);
-        }
-        if let (Some(attempt), None) = (attempt, &notice) {
-            crate::record_success!(&mut *tx, attempt, now)?;
-        }
+        // The limit, read now that the user's row is locked: a settings change that lowers it
+        // waits for this transaction, or this one sees it.
         let settings = state.settings.current();
-        // Dead sessions must not count towards the limit (nor be kicked: they ended for
-        // their own reason); with no limit, the sweeper or their next use ends them.
-        let expired = match settings.per_user {
-            Some(_) => Vec::from(expire_sessions!(&mut *tx, &settings, now, Some(user_id), i64::MAX)?),
-            None => Vec::new(),
-        };
-        if let (Some(limit), LimitPolicy::DenyNew) = (settings.per_user, settings.policy) {
-            let live: i64 = sqlx::query_scalar(COUNT_LIVE).bind(user_id).fetch_one(&mut *tx).await?;
-            if live >= limit {
-                // Rolled back: the user did not log in. The dead sessions it found end as
-                // they would have (at their own end time) by the sweeper or their next use.
-                // Logged by the login, as every outcome of one is.
-                return Err(ApiError::LimitReached);
+        let (mut expired, mut over) = (Vec::new(), Vec::new());
+        if let Some(limit) = settings.per_user {
+            // Dead sessions neither count nor are kicked: they end for their own reason.
+            expired = Vec::from(expire_sessions!(&mut *tx, &settings, now, Some(user_id), i64::MAX)?);
+            match settings.policy {
+                LimitPolicy::DenyNew => {
+                    let live: i64 = sqlx::query_scalar(COUNT_LIVE).bind(user_id).fetch_one(&mut *tx).await?;
+                    if live > limit {
+                        // Rolled back: the user did not log in. The dead sessions it found end
+                        // as they would have (at their own end time) by the sweeper or their
+                        // next use. Logged by the login, as every outcome of one is.
+                        return Err(ApiError::LimitReached);
+                    }
+                }
+                LimitPolicy::KickOldest => {
+                    over = end_sessions!(
+                        &mut *tx,
+                        END_USER_OVER_LIMIT,
+                        now,
+                        EndReason::LimitReached,
+                        Some(user_id),
+                        user_id,
+                        limit,
+                        i64::MAX
+                    )?;
+                }
             }
         }
-        let session_id: i64 = sqlx::query_scalar(INSERT)
-            .bind(user_id)
-            .bind(&new.hash)
-            .bind(now)
-            .bind(meta.ip.as_deref())
-            .bind(meta.user_agent.as_deref())
-            .fetch_one(&mut *tx)
-            .await?;
-        let over = match settings.per_user {
-            Some(limit) => end_sessions!(
-                &mut *tx,
-                END_USER_OVER_LIMIT,
-                now,
-                EndReason::LimitReached,
-                Some(user_id),
-                user_id,
-                limit,
-                i64::MAX
-            )?,
-            None => Vec::new(),
-        };
         tx.commit().await?;
         if let Some(attempt) = attempt {
             attempt.set_recorded();

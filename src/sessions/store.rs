@@ -97,20 +97,34 @@ pub const END_OVER_AGE: &str = "UPDATE sessions SET ended_at = created_at + $4, 
     AND ($5 IS NULL OR user_id = $5) LIMIT $6) \
     RETURNING id, user_id";
 
-/// The login's first statement: moves the user's last login, locking its row; no row when
+/// The columns a new session is written with.
+macro_rules! session_columns {
+    () => {
+        "sessions (user_id, token_hash, created_at, last_used_at, ip_address, user_agent)"
+    };
+}
+
+/// The login's first statement (SQLite; PostgreSQL runs [`LOGIN_PG`]): moves the user's last login, locking its row; no row when
 /// the user is gone or inactive. `$1` now, `$2` the user.
 pub const LOGIN_USER: &str = "UPDATE users SET last_login_at = $1 WHERE id = $2 AND is_active RETURNING id";
-/// [`LOGIN_USER`] on PostgreSQL, which also tells the other instances the user changed
-/// (`$3` the channel, `$4` the payload; delivered at commit) and records the password
-/// check's success in the lockout (`$5` the username, NULL when the lockout is off; the
-/// success half of `lockout::RELEASE`).
-pub const LOGIN_USER_PG: &str = "WITH u AS (UPDATE users SET last_login_at = $1 WHERE id = $2 AND is_active \
-    RETURNING id), \
-    r AS (UPDATE login_failures SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END, failures = 0, \
-    updated_at = $1 WHERE username = $5 AND EXISTS (SELECT 1 FROM u)) \
-    SELECT id, pg_notify($3, $4)::text FROM u";
-pub const INSERT: &str = "INSERT INTO sessions (user_id, token_hash, created_at, last_used_at, ip_address, user_agent) \
-    VALUES ($1, $2, $3, $3, $4, $5) RETURNING id";
+/// [`LOGIN_USER`] and [`INSERT`] in one statement on PostgreSQL, which also tells the other
+/// instances that the user changed (`$3` the channel, `$4` the payload; delivered at commit)
+/// and records the password check's success in the lockout (`$5` the username, NULL when the
+/// lockout is off; the success half of `lockout::RELEASE`). `$6` the token's digest, `$7` the
+/// address, `$8` the user agent; returns the new session's id, no row when the user is gone
+/// or inactive.
+pub const LOGIN_PG: &str = concat!(
+    "WITH u AS (UPDATE users SET last_login_at = $1 WHERE id = $2 AND is_active RETURNING id), ",
+    "r AS (UPDATE login_failures SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END, failures = 0, ",
+    "updated_at = $1 WHERE username = $5 AND EXISTS (SELECT 1 FROM u)), ",
+    "s AS (INSERT INTO ",
+    session_columns!(),
+    " SELECT id, $6, $1, $1, $7, $8 FROM u RETURNING id) ",
+    "SELECT id, pg_notify($3, $4)::text FROM s"
+);
+
+/// `$1` the user, `$2` the token's digest, `$3` now, `$4` the address, `$5` the user agent.
+pub const INSERT: &str = concat!("INSERT INTO ", session_columns!(), " VALUES ($1, $2, $3, $3, $4, $5) RETURNING id");
 pub const COUNT_LIVE: &str = "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND ended_at IS NULL";
 pub const TOUCH: &str = "UPDATE sessions SET last_used_at = $1 WHERE id = $2 AND ended_at IS NULL";
 pub const END_REASON: &str = "SELECT end_reason FROM sessions WHERE id = $1";

@@ -441,18 +441,22 @@ pub async fn http(addr: &str, method: &str, path: &str, token: Option<&str>, bod
     (status, json)
 }
 
-/// The real binary, serving on a free port: `bouncer serve` with cheap argon2 and the
-/// superuser `admin` / [`PASSWORD`]; its stderr is collected.
+/// The real binary, serving on a free port: a `bouncer serve` with its pid, address and
+/// everything it has written to stderr. The api tests, the settings-file tests and the stress
+/// tests start it their own way ([`Server::start`], or [`Server::spawn`] with a command of their
+/// own); a failing test prints its log.
 pub struct Server {
-    /// Killed when the `Server` is dropped.
-    _child: tokio::process::Child,
+    /// Killed when the `Server` is dropped (the command's `kill_on_drop`).
+    child: tokio::process::Child,
+    pub pid: u32,
     pub addr: String,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
+    /// `bouncer serve` on `database_url` with cheap argon2 and the superuser `admin` /
+    /// [`PASSWORD`], plus `env`.
     pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
-        use tokio::io::AsyncBufReadExt;
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bouncer"));
         command
             .arg("serve")
@@ -462,41 +466,92 @@ impl Server {
             .env("BOUNCER_ARGON2_MEMORY_KIB", "64")
             .env("BOUNCER_ARGON2_ITERATIONS", "1")
             .env_remove("BOUNCER_CONF_DIR")
-            .env_remove("RUST_LOG")
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+            .env_remove("RUST_LOG");
         for (name, value) in env {
             command.env(name, value);
         }
-        let mut child = command.spawn().unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        Server::spawn(command).await
+    }
+
+    /// Runs `command` (a `bouncer serve` with `BOUNCER_BIND=127.0.0.1:0`), collects its stderr
+    /// and waits (at most 30 s) for its `listening` line, text or JSON.
+    pub async fn spawn(mut command: tokio::process::Command) -> Server {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn bouncer");
+        let pid = child.id().expect("a pid");
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap();
-            let line = line.expect("the server printed `listening` before it stopped");
-            log.lock().unwrap().push_str(&line);
-            log.lock().unwrap().push('\n');
-            // `address=127.0.0.1:PORT` in text logs, `"address":"127.0.0.1:PORT"` in JSON ones.
-            if line.contains("listening")
-                && let Some(rest) = line.split("address=").nth(1).or_else(|| line.split("\"address\":\"").nth(1))
-            {
-                let addr = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap().to_owned();
-                let sink = log.clone();
-                tokio::spawn(async move {
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        let mut log = sink.lock().unwrap();
-                        log.push_str(&line);
-                        log.push('\n');
-                    }
-                });
-                return Server { _child: child, addr, log };
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let collected = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = collected.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
             }
+        });
+        let started = std::time::Instant::now();
+        loop {
+            // `address=127.0.0.1:PORT` in text logs, `"address":"127.0.0.1:PORT"` in JSON ones.
+            let address = log.lock().unwrap().lines().find_map(|line| {
+                let rest = line.split("address=").nth(1).or_else(|| line.split("\"address\":\"").nth(1));
+                rest.filter(|_| line.contains("listening"))
+                    .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
+                    .map(str::to_owned)
+            });
+            if let Some(addr) = address {
+                return Server { child, pid, addr, log };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                // Give the reader a moment to collect the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                panic!("bouncer serve exited ({status}) before listening:\n{}", log.lock().unwrap());
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "not listening after 30 s:\n{}", log.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// Everything the server wrote on stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The last `n` lines of the log, for failure messages.
+    #[allow(dead_code)] // the stress tests' (they share this file)
+    pub fn tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Sends a signal with kill(2).
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}): {}", self.pid, std::io::Error::last_os_error());
+    }
+
+    /// `kill -9` and reap it.
+    #[allow(dead_code)] // the stress tests' (they share this file)
+    pub async fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+
+    /// Waits (at most `timeout`) for the process to exit.
+    #[allow(dead_code)] // the stress tests' (they share this file)
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait()).await.ok().map(|r| r.unwrap())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 }
 

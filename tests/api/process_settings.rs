@@ -6,14 +6,13 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
 
-use crate::helpers::{TestApp, postgres_url};
+use crate::helpers::{Server, TestApp, postgres_url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bouncer");
 const ADMIN: &str = "admin";
@@ -72,66 +71,11 @@ async fn cli(cwd: &Path, database_url: &str, args: &[&str]) -> Output {
     }
 }
 
-/// A running `bouncer serve`, its address and everything it has written to stderr so far.
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// Starts `bouncer serve` and waits (at most 30 s) for its `listening` line.
-    async fn start(cwd: &Path, database_url: &str, conf_dir: Option<&Path>) -> Server {
-        let mut child = bouncer(cwd, database_url, conf_dir)
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let collected = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut log = collected.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let started = Instant::now();
-        loop {
-            let address = log.lock().unwrap().lines().find_map(|line| {
-                line.contains("listening")
-                    .then(|| line.split("address=").nth(1))
-                    .flatten()
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .map(str::to_owned)
-            });
-            if let Some(addr) = address {
-                return Server { child, addr, log };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("bouncer serve exited ({status}) before listening:\n{}", log.lock().unwrap());
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "not listening after 30 s:\n{}", log.lock().unwrap());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Sends SIGHUP (`libc` is not a dependency, `kill` is).
-    fn hangup(&self) {
-        let pid = self.child.id().expect("the server is running");
-        let status = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
-        assert!(status.success(), "kill -HUP {pid}: {status}");
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
+/// `bouncer serve` with [`bouncer`]'s environment, listening.
+async fn serve(cwd: &Path, database_url: &str, conf_dir: Option<&Path>) -> Server {
+    let mut command = bouncer(cwd, database_url, conf_dir);
+    command.arg("serve");
+    Server::spawn(command).await
 }
 
 /// One HTTP/1.1 request over a fresh connection (at most 10 s); returns status and JSON body.
@@ -361,7 +305,7 @@ async fn sighup_rereads_the_settings_directory_and_a_bad_file_keeps_the_values_i
     std::fs::create_dir(&conf).unwrap();
     let file = conf.join("limits.toml");
     std::fs::write(&file, "AUTH_TOKEN_PER_USER = 2\n").unwrap();
-    let mut server = Server::start(dir.path(), &sqlite_url(dir.path()), Some(&conf)).await;
+    let mut server = serve(dir.path(), &sqlite_url(dir.path()), Some(&conf)).await;
     let addr = server.addr.clone();
     let admin = token(&addr, ADMIN).await;
 
@@ -373,7 +317,7 @@ async fn sighup_rereads_the_settings_directory_and_a_bad_file_keeps_the_values_i
 
     // A good file: installed on SIGHUP and recorded with origin "file".
     std::fs::write(&file, "AUTH_TOKEN_PER_USER = 3\n").unwrap();
-    server.hangup();
+    server.signal(libc::SIGHUP);
     let seen = poll(Instant::now(), Duration::from_millis(50), Duration::from_secs(5), async || {
         settings(&addr, &admin).await["AUTH_TOKEN_PER_USER"] == json!(3)
     })
@@ -391,7 +335,7 @@ async fn sighup_rereads_the_settings_directory_and_a_bad_file_keeps_the_values_i
 
     // A bad file: the error is logged, the values in force stay, the server keeps serving.
     std::fs::write(&file, "AUTH_TOKEN_PER_USER = 0\n").unwrap();
-    server.hangup();
+    server.signal(libc::SIGHUP);
     let error = format!("{}:1: AUTH_TOKEN_PER_USER: 0 would lock every user out", file.display());
     let logged = poll(Instant::now(), Duration::from_millis(20), Duration::from_secs(5), async || {
         server.log().lines().any(|line| line.contains(&error))
@@ -407,7 +351,7 @@ async fn sighup_rereads_the_settings_directory_and_a_bad_file_keeps_the_values_i
 
     // Fixed again: the next SIGHUP installs it.
     std::fs::write(&file, "AUTH_TOKEN_PER_USER = 4\n").unwrap();
-    server.hangup();
+    server.signal(libc::SIGHUP);
     let seen = poll(Instant::now(), Duration::from_millis(50), Duration::from_secs(5), async || {
         settings(&addr, &admin).await["AUTH_TOKEN_PER_USER"] == json!(4)
     })
@@ -494,7 +438,7 @@ async fn the_cli_reads_changes_and_resets_settings_with_the_apis_validation_and_
     assert_eq!(get_all().await, defaults);
 
     // Every change is in the activity stream, from the CLI, with no actor.
-    let server = Server::start(dir.path(), &url, None).await;
+    let server = serve(dir.path(), &url, None).await;
     let admin = token(&server.addr, ADMIN).await;
     assert_eq!(settings(&server.addr, &admin).await, defaults);
     let entries = setting_entries(&server.addr, &admin).await;
@@ -520,8 +464,8 @@ async fn the_cli_reads_changes_and_resets_settings_with_the_apis_validation_and_
 /// enforces it. Returns the times measured.
 async fn a_change_through_one_instance_is_in_force_on_the_other(database_url: &str, limit: Duration) -> Vec<Duration> {
     let cwd = tempfile::tempdir().unwrap();
-    let a = Server::start(cwd.path(), database_url, None).await;
-    let b = Server::start(cwd.path(), database_url, None).await;
+    let a = serve(cwd.path(), database_url, None).await;
+    let b = serve(cwd.path(), database_url, None).await;
     let (on_a, on_b) = (token(&a.addr, ADMIN).await, token(&b.addr, ADMIN).await);
     let (status, body) =
         http(&a.addr, "POST", "/api/v2/users/", Some(&on_a), Some(json!({"username": "alice", "password": PASSWORD})))
@@ -591,7 +535,7 @@ async fn a_change_through_one_instance_is_in_force_on_another_within_two_seconds
 async fn a_cli_settings_change_is_in_force_in_a_running_server_within_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    let server = Server::start(dir.path(), &url, None).await;
+    let server = serve(dir.path(), &url, None).await;
     let first = token(&server.addr, ADMIN).await;
     assert_eq!(settings(&server.addr, &first).await["AUTH_TOKEN_PER_USER"], json!(-1));
 
@@ -621,7 +565,7 @@ async fn a_cli_settings_change_is_in_force_in_a_running_server_within_two_second
 async fn the_sessions_cli_lists_and_revokes_and_a_running_server_refuses_the_revoked_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
-    let server = Server::start(dir.path(), &url, None).await;
+    let server = serve(dir.path(), &url, None).await;
     let first = token(&server.addr, ADMIN).await;
     let second = token(&server.addr, ADMIN).await;
     // Both in the running server's cache.

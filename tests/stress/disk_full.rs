@@ -174,7 +174,7 @@ async fn sqlite_out_of_space_fails_closed_and_recovers() {
     let file = tmpfs.path().join("bouncer.db");
     let url = format!("sqlite://{}", file.display());
     let cwd = tempfile::tempdir().unwrap();
-    let mut server = Server::start(cwd.path(), &url, &[]).await;
+    let mut server = serve(cwd.path(), &url, &[]).await;
     let addr = server.addr.clone();
     let admin = token(&addr, ADMIN).await;
     let user_id = create_user(&addr, &admin, "disk").await;

@@ -23,7 +23,7 @@ async fn kill_9_during_a_login_storm_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bouncer.db");
     let url = format!("sqlite://{}", file.display());
-    let mut server = Server::start(dir.path(), &url, &[]).await;
+    let mut server = serve(dir.path(), &url, &[]).await;
     let addr = server.addr.clone();
     let admin = token(&addr, ADMIN).await;
     set_settings(&addr, &admin, json!({"AUTH_TOKEN_PER_USER": LIMIT})).await;
@@ -94,7 +94,7 @@ async fn kill_9_during_a_login_storm_on_sqlite() {
 
     // Restart on the same file; every token that got a 200 is known, with its reason.
     let restarted_at = Instant::now();
-    let server = Server::start(dir.path(), &url, &[]).await;
+    let server = serve(dir.path(), &url, &[]).await;
     report!("restart on the same file: listening after {:.2?}", restarted_at.elapsed());
     let addr = server.addr.clone();
     let admin = token(&addr, ADMIN).await;
@@ -130,6 +130,6 @@ async fn kill_9_during_a_login_storm_on_sqlite() {
         Ok(r) => report!("first login of the user after the restart: {} {} in {:.2?}", r.status, r.reason(), r.elapsed),
         Err(e) => report!("first login of the user after the restart: no response: {e:?}"),
     }
-    server.assert_clean_log("after the restart");
+    assert_clean_log(&server, "after the restart");
     assert_eq!(integrity_check(&file).await, "ok", "PRAGMA integrity_check after the restart");
 }

@@ -105,7 +105,7 @@ async fn postgres_restarted_and_killed_under_load() {
     let Some(cluster) = PgCluster::create(test) else { return };
     let cluster = Arc::new(cluster);
     let cwd = tempfile::tempdir().unwrap();
-    let mut server = Server::start(cwd.path(), &cluster.url(), &[]).await;
+    let mut server = serve(cwd.path(), &cluster.url(), &[]).await;
     let addr = server.addr.clone();
     let admin = token(&addr, ADMIN).await;
     create_user(&addr, &admin, "loader").await;

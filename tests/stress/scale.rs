@@ -151,7 +151,7 @@ fn finish(problems: Vec<String>) {
 async fn two_hundred_simultaneous_logins_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bouncer.db").display());
-    let server = Server::start(dir.path(), &url, &[]).await;
+    let server = serve(dir.path(), &url, &[]).await;
     finish(rounds("sqlite", &[&server]).await);
 }
 
@@ -163,7 +163,7 @@ async fn two_hundred_simultaneous_logins_on_postgres() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &db.url, &[]).await;
+    let server = serve(dir.path(), &db.url, &[]).await;
     finish(rounds("postgres", &[&server]).await);
 }
 
@@ -177,7 +177,7 @@ async fn two_hundred_simultaneous_logins_on_postgres_through_two_servers() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let first = Server::start(dir.path(), &db.url, &[]).await;
-    let second = Server::start(dir.path(), &db.url, &[]).await;
+    let first = serve(dir.path(), &db.url, &[]).await;
+    let second = serve(dir.path(), &db.url, &[]).await;
     finish(rounds("postgres, two servers", &[&first, &second]).await);
 }

@@ -29,7 +29,7 @@ async fn sigterm_finishes_the_logins_in_flight_and_exits_0() {
     let mut previous: Vec<String> = Vec::new();
     let body = json!({"username": "slow", "password": PASSWORD});
     for (trial, delay) in DELAYS_MS.iter().enumerate() {
-        let mut server = Server::start(dir.path(), &url, REAL_ARGON2).await;
+        let mut server = serve(dir.path(), &url, REAL_ARGON2).await;
         let addr = server.addr.clone();
         // Every token handed out by the previous process, during its shutdown, works.
         for (i, token) in previous.iter().enumerate() {
@@ -120,7 +120,7 @@ async fn sigterm_finishes_the_logins_in_flight_and_exits_0() {
         }
         previous = tokens;
     }
-    let server = Server::start(dir.path(), &url, REAL_ARGON2).await;
+    let server = serve(dir.path(), &url, REAL_ARGON2).await;
     for (i, token) in previous.iter().enumerate() {
         let reply = me(&server.addr, token, false).await;
         if !reply.as_ref().is_ok_and(|r| r.status == 200) {
@@ -142,7 +142,7 @@ async fn sigterm_finishes_the_logins_in_flight_and_exits_0() {
 async fn sigterm_with_an_event_stream_open_still_exits_promptly() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bouncer.db").display());
-    let mut server = Server::start(dir.path(), &url, &[]).await;
+    let mut server = serve(dir.path(), &url, &[]).await;
     let addr = server.addr.clone();
     let admin = token(&addr, ADMIN).await;
 

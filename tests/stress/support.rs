@@ -1,17 +1,17 @@
-//! What the fault-injection tests share: the real binary started and stopped by its pid, a
-//! raw HTTP/1.1 client that never panics on I/O (it reports what happened and how long it
-//! took), a private PostgreSQL cluster that may be restarted and killed, and a small tmpfs.
+//! What the fault-injection tests share: the real binary (helpers' `Server`, started here with
+//! the stress tests' environment) and signals to it, a raw HTTP/1.1 client that never panics on
+//! I/O (it reports what happened and how long it took), a private PostgreSQL cluster that may
+//! be restarted and killed, and a small tmpfs.
 //! Every resource is a guard that cleans up in `Drop`, so a failing test leaves nothing behind.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bouncer");
 pub const ADMIN: &str = "admin";
@@ -43,115 +43,39 @@ pub fn skip(test: &str, why: &str) {
 // The server
 // ---------------------------------------------------------------------------------------
 
-/// A running `bouncer serve`: its pid, address and everything it wrote to stderr.
-pub struct Server {
-    child: Child,
-    pub pid: u32,
-    pub addr: String,
-    log: Arc<Mutex<String>>,
+pub use crate::helpers::Server;
+
+/// Starts `bouncer serve` in `cwd` on `database_url` with cheap argon2 (overridable through
+/// `env`), and waits (at most 30 s) for its `listening` line.
+pub async fn serve(cwd: &Path, database_url: &str, env: &[(&str, &str)]) -> Server {
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .current_dir(cwd)
+        .env("DATABASE_URL", database_url)
+        .env("BOUNCER_BIND", "127.0.0.1:0")
+        .env("BOUNCER_ARGON2_MEMORY_KIB", "64")
+        .env("BOUNCER_ARGON2_ITERATIONS", "1")
+        .env("BOUNCER_ADMIN_USERNAME", ADMIN)
+        .env("BOUNCER_ADMIN_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "info")
+        .env_remove("BOUNCER_CONF_DIR")
+        .env_remove("BOUNCER_LOG_FORMAT")
+        .env_remove("BOUNCER_PASSWORD")
+        .env_remove("BOUNCER_DB_MAX_CONNECTIONS")
+        .env_remove("BOUNCER_ARGON2_MAX_CONCURRENT");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    Server::spawn(command).await
 }
 
-impl Server {
-    /// Starts `bouncer serve` in `cwd` on `database_url` with cheap argon2 (overridable
-    /// through `env`), and waits (at most 30 s) for its `listening` line.
-    pub async fn start(cwd: &Path, database_url: &str, env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(BIN);
-        command
-            .arg("serve")
-            .current_dir(cwd)
-            .env("DATABASE_URL", database_url)
-            .env("BOUNCER_BIND", "127.0.0.1:0")
-            .env("BOUNCER_ARGON2_MEMORY_KIB", "64")
-            .env("BOUNCER_ARGON2_ITERATIONS", "1")
-            .env("BOUNCER_ADMIN_USERNAME", ADMIN)
-            .env("BOUNCER_ADMIN_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "info")
-            .env_remove("BOUNCER_CONF_DIR")
-            .env_remove("BOUNCER_LOG_FORMAT")
-            .env_remove("BOUNCER_PASSWORD")
-            .env_remove("BOUNCER_DB_MAX_CONNECTIONS")
-            .env_remove("BOUNCER_ARGON2_MAX_CONCURRENT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("spawn bouncer");
-        let pid = child.id().expect("a pid");
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let collected = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut log = collected.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let started = Instant::now();
-        loop {
-            let address = log.lock().unwrap().lines().find_map(|line| {
-                line.contains("listening")
-                    .then(|| line.split("address=").nth(1))
-                    .flatten()
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .map(str::to_owned)
-            });
-            if let Some(addr) = address {
-                return Server { child, pid, addr, log };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                // Give the reader a moment to collect the last lines.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                panic!("bouncer serve exited ({status}) before listening:\n{}", log.lock().unwrap());
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "not listening after 30 s:\n{}", log.lock().unwrap());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The last `n` lines of the log, for failure messages.
-    pub fn tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// Sends a signal with kill(2), at once (spawning `kill` takes ~100 ms on a busy machine).
-    pub fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
-        let rc = unsafe { libc::kill(self.pid as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill({}, {signal}): {}", self.pid, std::io::Error::last_os_error());
-    }
-
-    /// `kill -9` and reap it.
-    pub async fn kill9(&mut self) {
-        self.signal(libc::SIGKILL);
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-    }
-
-    /// Waits (at most `timeout`) for the process to exit.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        tokio::time::timeout(timeout, self.child.wait()).await.ok().map(|r| r.unwrap())
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Fails if the server panicked or said "database is locked".
-    pub fn assert_clean_log(&self, what: &str) {
-        let log = self.log();
-        for bad in ["panicked", "database is locked"] {
-            let lines: Vec<&str> = log.lines().filter(|l| l.contains(bad)).take(5).collect();
-            assert!(lines.is_empty(), "{what}: the server's stderr says {bad:?}:\n{}", lines.join("\n"));
-        }
+/// Fails if the server panicked or said "database is locked".
+pub fn assert_clean_log(server: &Server, what: &str) {
+    let log = server.log();
+    for bad in ["panicked", "database is locked"] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(bad)).take(5).collect();
+        assert!(lines.is_empty(), "{what}: the server's stderr says {bad:?}:\n{}", lines.join("\n"));
     }
 }
 

@@ -441,6 +441,30 @@ pub async fn http(addr: &str, method: &str, path: &str, token: Option<&str>, bod
     (status, json)
 }
 
+/// The binary with a test's environment: cheap argon2, the given database, the superuser
+/// `admin` / [`PASSWORD`], INFO logs, run in `cwd` (so no stray `./conf.d` is read) and without
+/// inherited variables that would change its behaviour.
+pub fn bouncer_command(cwd: &std::path::Path, database_url: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bouncer"));
+    command
+        .current_dir(cwd)
+        .env("DATABASE_URL", database_url)
+        .env("BOUNCER_BIND", "127.0.0.1:0")
+        .env("BOUNCER_ARGON2_MEMORY_KIB", "64")
+        .env("BOUNCER_ARGON2_ITERATIONS", "1")
+        .env("BOUNCER_ADMIN_USERNAME", ADMIN)
+        .env("BOUNCER_ADMIN_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "info")
+        .env_remove("BOUNCER_CONF_DIR")
+        .env_remove("BOUNCER_LOG_FORMAT")
+        .env_remove("BOUNCER_PASSWORD")
+        .env_remove("BOUNCER_DB_MAX_CONNECTIONS")
+        .env_remove("BOUNCER_ARGON2_MAX_CONCURRENT")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// The real binary, serving on a free port: a `bouncer serve` with its pid, address and
 /// everything it has written to stderr. The api tests, the settings-file tests and the stress
 /// tests start it their own way ([`Server::start`], or [`Server::spawn`] with a command of their

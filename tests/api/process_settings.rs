@@ -5,18 +5,14 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use crate::helpers::{Server, TestApp, postgres_url};
+use crate::helpers::{ADMIN, PASSWORD, Server, TestApp, bouncer_command, postgres_url};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bouncer");
-const ADMIN: &str = "admin";
-const PASSWORD: &str = "correct horse battery";
 const SETTINGS: &str = "/api/v2/settings/authentication/";
 const ACTIVITY: &str = "/api/v2/activity_stream/?page_size=200";
 
@@ -24,25 +20,10 @@ fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("bouncer.db").display())
 }
 
-/// The binary with a test's environment: cheap argon2, the given database and settings
-/// directory, the first superuser's password, run in `cwd` (so no stray `./conf.d` is read)
-/// and without inherited variables that would change its behaviour.
+/// The binary with a test's environment ([`bouncer_command`]) and, if given, a settings
+/// directory.
 fn bouncer(cwd: &Path, database_url: &str, conf_dir: Option<&Path>) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .current_dir(cwd)
-        .env("DATABASE_URL", database_url)
-        .env("BOUNCER_BIND", "127.0.0.1:0")
-        .env("BOUNCER_ARGON2_MEMORY_KIB", "64")
-        .env("BOUNCER_ARGON2_ITERATIONS", "1")
-        .env("BOUNCER_ADMIN_USERNAME", ADMIN)
-        .env("BOUNCER_ADMIN_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "info")
-        .env_remove("BOUNCER_CONF_DIR")
-        .env_remove("BOUNCER_LOG_FORMAT")
-        .env_remove("BOUNCER_PASSWORD")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut command = bouncer_command(cwd, database_url);
     if let Some(dir) = conf_dir {
         command.env("BOUNCER_CONF_DIR", dir);
     }

@@ -11,11 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_bouncer");
-pub const ADMIN: &str = "admin";
-pub const PASSWORD: &str = "correct horse battery";
+pub use crate::helpers::{ADMIN, PASSWORD};
 /// How long the client waits for any answer: far beyond every budget, so a hang shows up as
 /// a measured failure instead of a stuck test.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,22 +45,8 @@ pub use crate::helpers::Server;
 /// Starts `bouncer serve` in `cwd` on `database_url` with cheap argon2 (overridable through
 /// `env`), and waits (at most 30 s) for its `listening` line.
 pub async fn serve(cwd: &Path, database_url: &str, env: &[(&str, &str)]) -> Server {
-    let mut command = Command::new(BIN);
-    command
-        .arg("serve")
-        .current_dir(cwd)
-        .env("DATABASE_URL", database_url)
-        .env("BOUNCER_BIND", "127.0.0.1:0")
-        .env("BOUNCER_ARGON2_MEMORY_KIB", "64")
-        .env("BOUNCER_ARGON2_ITERATIONS", "1")
-        .env("BOUNCER_ADMIN_USERNAME", ADMIN)
-        .env("BOUNCER_ADMIN_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "info")
-        .env_remove("BOUNCER_CONF_DIR")
-        .env_remove("BOUNCER_LOG_FORMAT")
-        .env_remove("BOUNCER_PASSWORD")
-        .env_remove("BOUNCER_DB_MAX_CONNECTIONS")
-        .env_remove("BOUNCER_ARGON2_MAX_CONCURRENT");
+    let mut command = crate::helpers::bouncer_command(cwd, database_url);
+    command.arg("serve");
     for (name, value) in env {
         command.env(name, value);
     }

@@ -60,7 +60,7 @@ const ALLOWED: &str = "(NOT COALESCE(login_failures.locked_until > $2, FALSE) \
     + (CASE WHEN login_failures.pending_until > $2 THEN login_failures.pending ELSE 0 END) < $3)";
 
 // $1 username, $2 success, $3 now, $4 limit, $5 lock end.
-pub const RELEASE: &str = "\
+const RELEASE: &str = "\
 UPDATE login_failures SET \
   pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END, \
   failures = CASE WHEN $2 THEN 0 ELSE failures + 1 END, \
@@ -108,21 +108,34 @@ pub struct Attempt {
     _gate: Option<OwnedSemaphorePermit>,
 }
 
+/// The statement that records a successful check for the username `$user` at `$now` (their
+/// parameters, `"$1"` say): the check leaves the ones in flight and the count restarts, as
+/// [`Attempt::finish`] does with a success. One text for SQLite's login transaction
+/// ([`record_success!`](crate::record_success)) and PostgreSQL's login statement.
+#[macro_export]
+macro_rules! record_success_sql {
+    ($user:literal, $now:literal) => {
+        concat!(
+            "UPDATE login_failures SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END, failures = 0, ",
+            "updated_at = ",
+            $now,
+            " WHERE username = ",
+            $user
+        )
+    };
+}
+
 /// Records the success of `$attempt` (an `&Attempt`) on `$conn`, inside the caller's
-/// transaction: the count restarts and the check leaves the ones in flight. Evaluates to
-/// `Result<(), sqlx::Error>`; once the transaction has committed, call
-/// [`Attempt::set_recorded`].
+/// transaction. Evaluates to `Result<(), sqlx::Error>`; once the transaction has committed,
+/// call [`Attempt::set_recorded`].
 #[macro_export]
 macro_rules! record_success {
     ($conn:expr, $attempt:expr, $now:expr) => {
         async {
-            let Some((username, limit, lock_end)) = $attempt.release_binds($now) else { return Ok(()) };
-            sqlx::query($crate::auth::lockout::RELEASE)
+            let Some(username) = $attempt.username_to_record() else { return Ok(()) };
+            sqlx::query($crate::record_success_sql!("$1", "$2"))
                 .bind(username)
-                .bind(true)
                 .bind($now)
-                .bind(limit)
-                .bind(lock_end)
                 .execute($conn)
                 .await
                 .map(|_| ())
@@ -188,10 +201,10 @@ pub async fn begin(
 type Reserved = (Option<i64>, Option<i64>, Option<i64>, Option<String>, Option<bool>);
 
 impl Attempt {
-    /// The parameters of [`record_success!`](crate::record_success): `None` when the lockout
-    /// is off (nothing to record).
-    pub fn release_binds(&self, now: Micros) -> Option<(&str, i64, Micros)> {
-        self.limit.map(|limit| (self.username.as_str(), limit, now + self.lockout))
+    /// The username whose count a success restarts: `None` when the lockout is off (nothing
+    /// to record).
+    pub fn username_to_record(&self) -> Option<&str> {
+        self.limit.map(|_| self.username.as_str())
     }
 
     /// The transaction that recorded the success has committed.

@@ -165,6 +165,7 @@ pub async fn create(
     attempt: Option<&crate::auth::lockout::Attempt>,
 ) -> ApiResult<LoggedIn> {
     let new = token::generate();
+    // `Some` on PostgreSQL, whose login statement sends it.
     let notice = state.events.user_changed_notice(user_id);
     let (session_id, now, ended_expired, ended_over, settings) = with_db!(&state.db, |pool, dialect| {
         let mut tx = pool.begin_with(dialect.begin_write).await?;
@@ -192,7 +193,7 @@ pub async fn create(
                 .bind(user_id)
                 .bind(EVENTS_CHANNEL)
                 .bind(notice)
-                .bind(attempt.and_then(|a| a.release_binds(now)).map(|(username, _, _)| username))
+                .bind(attempt.and_then(|a| a.username_to_record()))
                 .bind(&new.hash)
                 .bind(meta.ip.as_deref())
                 .bind(meta.user_agent.as_deref())

@@ -104,19 +104,21 @@ macro_rules! session_columns {
     };
 }
 
-/// The login's first statement (SQLite; PostgreSQL runs [`LOGIN_PG`]): moves the user's last login, locking its row; no row when
-/// the user is gone or inactive. `$1` now, `$2` the user.
+/// The login's first statement on SQLite (PostgreSQL runs [`LOGIN_PG`]): moves the user's
+/// last login, locking its row; no row when the user is gone or inactive. `$1` now, `$2` the
+/// user.
 pub const LOGIN_USER: &str = "UPDATE users SET last_login_at = $1 WHERE id = $2 AND is_active RETURNING id";
 /// [`LOGIN_USER`] and [`INSERT`] in one statement on PostgreSQL, which also tells the other
 /// instances that the user changed (`$3` the channel, `$4` the payload; delivered at commit)
 /// and records the password check's success in the lockout (`$5` the username, NULL when the
-/// lockout is off; the success half of `lockout::RELEASE`). `$6` the token's digest, `$7` the
+/// lockout is off; `record_success_sql!`). `$6` the token's digest, `$7` the
 /// address, `$8` the user agent; returns the new session's id, no row when the user is gone
 /// or inactive.
 pub const LOGIN_PG: &str = concat!(
     "WITH u AS (UPDATE users SET last_login_at = $1 WHERE id = $2 AND is_active RETURNING id), ",
-    "r AS (UPDATE login_failures SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END, failures = 0, ",
-    "updated_at = $1 WHERE username = $5 AND EXISTS (SELECT 1 FROM u)), ",
+    "r AS (",
+    crate::record_success_sql!("$5", "$1"),
+    " AND EXISTS (SELECT 1 FROM u)), ",
     "s AS (INSERT INTO ",
     session_columns!(),
     " SELECT id, $6, $1, $1, $7, $8 FROM u RETURNING id) ",

@@ -96,8 +96,14 @@ async fn my_sessions_options(_caller: Caller) -> Response {
 #[utoipa::path(options, path = "/api/v2/me/sessions/{id}/", tag = "sessions", params(("id" = i64, Path)),
     responses((status = 404, body = ErrorBody), (status = 400, description = "The id is not a number", body = ErrorBody), (status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn my_session_options(_caller: Caller, Id(_id): Id) -> Response {
-    options("Session Detail", "One of your sessions; DELETE ends it.", "GET, DELETE, HEAD, OPTIONS", &[("GET", FIELDS)])
+async fn my_session_options(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<Response> {
+    own_session_as_stored(&state, &caller, id).await?;
+    Ok(options(
+        "Session Detail",
+        "One of your sessions; DELETE ends it.",
+        "GET, DELETE, HEAD, OPTIONS",
+        &[("GET", FIELDS)],
+    ))
 }
 
 /// Describe a user's session list.
@@ -105,8 +111,9 @@ async fn my_session_options(_caller: Caller, Id(_id): Id) -> Response {
     responses((status = 404, body = ErrorBody), (status = 400, description = "The id is not a number", body = ErrorBody), (status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
-async fn user_sessions_options(caller: Caller, Id(_id): Id) -> ApiResult<Response> {
+async fn user_sessions_options(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<Response> {
     caller.require_reader()?;
+    users::by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     Ok(options(
         "User Session List",
         "A user's sessions; DELETE (superuser) ends them all.",
@@ -421,6 +428,12 @@ async fn my_sessions(
 /// Reads one of the caller's own sessions; another user's is "not found".
 async fn own_session(state: &AppState, caller: &Caller, id: i64) -> ApiResult<SessionRow> {
     super::expire(state, Some(caller.user.id)).await?;
+    own_session_as_stored(state, caller, id).await
+}
+
+/// One of the caller's sessions as stored, without ending the caller's sessions that are past
+/// their end first (enough to know that it exists); 404 if it is not the caller's.
+async fn own_session_as_stored(state: &AppState, caller: &Caller, id: i64) -> ApiResult<SessionRow> {
     let row: Option<SessionRow> =
         with_db!(&state.db, |pool| sqlx::query_as(BY_ID).bind(id).fetch_optional(pool).await)?;
     row.filter(|row| row.user_id == Some(caller.user.id)).ok_or(ApiError::NotFound)

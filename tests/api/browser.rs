@@ -124,6 +124,7 @@ async fn cookies_are_secure_when_configured() {
 
 db_test!(every_resource_answers_options_with_allow_and_actions, |app| {
     let admin = app.admin_token().await;
+    let admin_session = app.get("/api/v2/me/sessions/", Some(&admin)).await.body["results"][0]["id"].clone();
     for path in [
         "/api/",
         "/api/v2/",
@@ -131,6 +132,7 @@ db_test!(every_resource_answers_options_with_allow_and_actions, |app| {
         "/api/logout/",
         "/api/v2/me/",
         "/api/v2/me/sessions/",
+        &format!("/api/v2/me/sessions/{admin_session}/"),
         "/api/v2/users/",
         &format!("/api/v2/users/{}/", app.admin_id),
         &format!("/api/v2/users/{}/sessions/", app.admin_id),
@@ -154,6 +156,18 @@ db_test!(every_resource_answers_options_with_allow_and_actions, |app| {
     let alice = app.token("alice", PASSWORD).await;
     assert_eq!(app.send(Method::OPTIONS, "/api/v2/users/", Some(&alice), None).await.status, StatusCode::FORBIDDEN);
     assert_eq!(app.send(Method::OPTIONS, "/api/v2/users/", None, None).await.status, StatusCode::UNAUTHORIZED);
+    // A detail that is not there, or not yours, is described as a 404, like its GET.
+    let alice_session = app.get("/api/v2/me/sessions/", Some(&alice)).await.body["results"][0]["id"].clone();
+    for (path, token) in [
+        (format!("/api/v2/me/sessions/{alice_session}/"), &admin),
+        (format!("/api/v2/me/sessions/{admin_session}/"), &alice),
+        ("/api/v2/users/999999/".to_string(), &admin),
+        ("/api/v2/users/999999/sessions/".to_string(), &admin),
+    ] {
+        let response = app.send(Method::OPTIONS, &path, Some(token), None).await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND, "{path}: {response:?}");
+        assert_eq!(response.body["detail"], json!("Not found."), "{path}");
+    }
 
     // What AWX's CLI probes before any command: answered, with no actions.
     let probe = app.send(Method::OPTIONS, "/api/v2/organizations/", Some(&admin), None).await;

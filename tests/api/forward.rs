@@ -27,6 +27,8 @@ fn assert_refused(response: &Response, reason: &str) {
     assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{response:?}");
     assert_eq!(response.reason(), reason, "{response:?}");
     assert_eq!(response.header("x-auth-reason"), Some(reason));
+    let login = format!("/api/login/?reason={reason}");
+    assert_eq!(response.header("x-auth-login-url"), Some(login.as_str()), "no X-Original-URI, so no next");
     assert!(response.header("x-auth-user").is_none());
     assert!(response.body["detail"].is_string());
 }
@@ -66,6 +68,7 @@ db_test!(verify_says_who_the_caller_is_and_moves_the_idle_timer, |app| {
         assert_eq!(response.header("auth-token-timeout"), Some("100"));
         assert_eq!(response.header("cache-control"), Some("no-store"));
         assert!(response.header("x-auth-reason").is_none());
+        assert!(response.header("x-auth-login-url").is_none());
         assert_eq!(response.body, json!({"username": "alice", "user_id": alice, "session_id": session}));
     }
     // 240 s after the login and still alive: every check counted as a use.
@@ -114,6 +117,42 @@ db_test!(verify_refuses_with_the_reason_in_a_header, |app| {
     let third = app.token("alice", PASSWORD).await;
     app.advance(1801);
     assert_refused(&verify(&app, Some(&third), &[]).await, "timeout_reached");
+});
+
+db_test!(verify_gives_the_login_page_with_where_the_request_was_going, |app| {
+    app.create_user("alice").await;
+    app.set(json!({"AUTH_TOKEN_PER_USER": 1})).await;
+    let first = app.token("alice", PASSWORD).await;
+    app.token("alice", PASSWORD).await;
+    // Every parameter of the original URL survives, encoded, whichever header the proxy uses.
+    let original = "/app/report?id=7&page=2&q=a%20b#top";
+    for (header, auth, reason) in [
+        ("x-original-uri", None, "not_authenticated"),
+        ("x-forwarded-uri", None, "not_authenticated"),
+        ("x-original-uri", Some(first.as_str()), "limit_reached"),
+    ] {
+        let refused = verify(&app, auth, &[(header, original)]).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{refused:?}");
+        let login = refused.header("x-auth-login-url").unwrap();
+        assert_eq!(
+            login,
+            format!("/api/login/?reason={reason}&next=%2Fapp%2Freport%3Fid%3D7%26page%3D2%26q%3Da%2520b%23top")
+        );
+        let query: Vec<(String, String)> = serde_urlencoded::from_str(login.split_once('?').unwrap().1).unwrap();
+        assert_eq!(query, [("reason".into(), reason.into()), ("next".into(), original.into())]);
+    }
+    // Only a local path is passed on as `next`.
+    for original in ["https://evil.example/", "//evil.example/", "report", ""] {
+        let refused = verify(&app, None, &[("x-original-uri", original)]).await;
+        assert_eq!(refused.header("x-auth-login-url"), Some("/api/login/?reason=not_authenticated"), "{original}");
+    }
+    // The login page takes that `next` back into its form.
+    let login = verify(&app, None, &[("x-original-uri", original)]).await;
+    let page = app
+        .send_with(Method::GET, login.header("x-auth-login-url").unwrap(), None, None, &[("accept", "text/html")])
+        .await;
+    let html = page.body.as_str().unwrap_or("");
+    assert!(html.contains(r#"name="next" value="/app/report?id=7&amp;page=2&amp;q=a%20b#top""#), "{html}");
 });
 
 db_test!(verify_takes_the_session_cookie_and_http_basic, |app| {

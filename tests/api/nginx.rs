@@ -195,6 +195,10 @@ async fn form_login(nginx: &str, login_path: &str, username: &str) -> (String, S
     (posted.header("location").unwrap().to_owned(), format!("bouncer_session={session}"))
 }
 
+/// The page a browser asks for, with more than one parameter, and the same as `next`.
+const REPORT: &str = "/app/report?id=7&page=2";
+const REPORT_ENCODED: &str = "%2Fapp%2Freport%3Fid%3D7%26page%3D2";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_lets_only_live_sessions_through_and_says_why_it_refuses() {
     let Some(binary) = nginx_binary() else {
@@ -231,24 +235,25 @@ async fn nginx_lets_only_live_sessions_through_and_says_why_it_refuses() {
     .await;
     assert_eq!(status, 201);
 
-    // No session: a browser is sent to the login page, with where it was going; claiming a
-    // name in X-Auth-User changes nothing. The check itself is not reachable from outside.
-    let anonymous = send(&origin, "GET", "/app/report?id=7", &[("X-Auth-User", "admin")], "").await;
+    // No session: a browser is sent to the login page, with where it was going, every
+    // parameter of it; claiming a name in X-Auth-User changes nothing. The check itself is
+    // not reachable from outside.
+    let anonymous = send(&origin, "GET", REPORT, &[("X-Auth-User", "admin")], "").await;
     assert_eq!(anonymous.status, 302, "{anonymous:?}{}", context());
     let to_login = anonymous.header("location").unwrap().to_owned();
-    assert!(to_login.contains("/api/login/?reason=not_authenticated&next=/app/report?id=7"), "{to_login}");
+    assert!(to_login.ends_with(&format!("/api/login/?reason=not_authenticated&next={REPORT_ENCODED}")), "{to_login}");
     assert_eq!(anonymous.header("x-auth-reason"), Some("not_authenticated"));
     assert_eq!(send(&origin, "GET", "/_bouncer_verify", &[], "").await.status, 404);
 
     // The login page, through nginx, then the form: back to the page asked for, as alice.
     let login_path = to_login.split_once(&origin).map_or(to_login.as_str(), |(_, path)| path);
     let (back, browser) = form_login(&origin, login_path, "alice").await;
-    assert_eq!(back, "/app/report?id=7");
+    assert_eq!(back, REPORT);
     let through = send(&origin, "GET", &back, &[("Cookie", &browser), ("X-Auth-User", "admin")], "").await;
     assert_eq!(through.status, 200, "{through:?}{}", context());
     let seen = through.json();
     assert_eq!(seen["user"], json!("alice"), "the application sees alice, whatever the client claims");
-    assert_eq!(seen["path"], json!("/app/report?id=7"));
+    assert_eq!(seen["path"], json!(REPORT));
     assert!(seen["session_id"].as_str().is_some_and(|id| id.parse::<i64>().is_ok()));
 
     // An absolute `next` on an allowed host (BOUNCER_ALLOWED_REDIRECT_HOSTS) is followed too.
@@ -276,11 +281,11 @@ async fn nginx_lets_only_live_sessions_through_and_says_why_it_refuses() {
     assert_eq!(script.json()["user"], json!("alice"), "{script:?}");
 
     // The browser's next request is refused, and it is told why.
-    let kicked = send(&origin, "GET", "/app/report?id=7", &[("Cookie", &browser)], "").await;
+    let kicked = send(&origin, "GET", REPORT, &[("Cookie", &browser)], "").await;
     assert_eq!(kicked.status, 302, "{kicked:?}{}", context());
     assert_eq!(kicked.header("x-auth-reason"), Some("limit_reached"));
     let to_login = kicked.header("location").unwrap().to_owned();
-    assert!(to_login.contains("/api/login/?reason=limit_reached&next=/app/report?id=7"), "{to_login}");
+    assert!(to_login.ends_with(&format!("/api/login/?reason=limit_reached&next={REPORT_ENCODED}")), "{to_login}");
     let login_path = to_login.split_once(&origin).map_or(to_login.as_str(), |(_, path)| path);
     let page = send(&origin, "GET", login_path, &[("Accept", "text/html")], "").await;
     assert!(

@@ -562,7 +562,6 @@ impl Server {
     }
 
     /// `kill -9` and reap it.
-    #[allow(dead_code)] // the stress tests' (they share this file)
     pub async fn kill9(&mut self) {
         self.signal(libc::SIGKILL);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;

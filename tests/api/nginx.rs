@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -195,6 +196,20 @@ async fn form_login(nginx: &str, login_path: &str, username: &str) -> (String, S
     (posted.header("location").unwrap().to_owned(), format!("bouncer_session={session}"))
 }
 
+/// Logs in as the administrator, straight at Bouncer.
+async fn admin_token(bouncer: &str) -> String {
+    let (status, body) =
+        http(bouncer, "POST", "/api/login/", None, Some(json!({"username": ADMIN, "password": PASSWORD}))).await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// Changes settings, straight at Bouncer.
+async fn set(bouncer: &str, admin: &str, settings: Value) {
+    let (status, body) = http(bouncer, "PATCH", "/api/v2/settings/authentication/", Some(admin), Some(settings)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// The page a browser asks for, with more than one parameter, and the same as `next`.
 const REPORT: &str = "/app/report?id=7&page=2";
 const REPORT_ENCODED: &str = "%2Fapp%2Freport%3Fid%3D7%26page%3D2";
@@ -222,9 +237,7 @@ async fn nginx_lets_only_live_sessions_through_and_says_why_it_refuses() {
     let context = || format!("\n--- nginx\n{}\n--- bouncer\n{}", nginx.log(), bouncer.log());
 
     // alice, created by the administrator straight at Bouncer.
-    let (_, admin) =
-        http(&bouncer.addr, "POST", "/api/login/", None, Some(json!({"username": ADMIN, "password": PASSWORD}))).await;
-    let admin = admin["token"].as_str().unwrap().to_owned();
+    let admin = admin_token(&bouncer.addr).await;
     let (status, _) = http(
         &bouncer.addr,
         "POST",
@@ -263,15 +276,7 @@ async fn nginx_lets_only_live_sessions_through_and_says_why_it_refuses() {
     assert_eq!(back, absolute);
 
     // One session per user; alice logs in again elsewhere (a script, through nginx too).
-    let (status, _) = http(
-        &bouncer.addr,
-        "PATCH",
-        "/api/v2/settings/authentication/",
-        Some(&admin),
-        Some(json!({"AUTH_TOKEN_PER_USER": 1})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    set(&bouncer.addr, &admin, json!({"AUTH_TOKEN_PER_USER": 1})).await;
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
     let script_login = send(&origin, "POST", "/api/login/", &[("Content-Type", "application/json")], &body).await;
     assert_eq!(script_login.status, 200, "{script_login:?}");
@@ -300,4 +305,29 @@ async fn nginx_lets_only_live_sessions_through_and_says_why_it_refuses() {
     let refused = send(&origin, "GET", "/app/data", &[("Authorization", &bearer)], "").await;
     assert_eq!(refused.status, 401, "{refused:?}{}", context());
     assert_eq!(refused.header("x-auth-reason"), Some("limit_reached"));
+
+    // HTTP Basic, locked out after failed logins: Bouncer's 429 and Retry-After reach the
+    // client, where auth_request alone would answer 500. (Lowering the limit to 1 ended
+    // the older of the admin's two sessions, the one of `admin`.)
+    let admin = admin_token(&bouncer.addr).await;
+    set(&bouncer.addr, &admin, json!({"AUTH_LOGIN_FAILURE_LIMIT": 2})).await;
+    let wrong = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:wrong password"));
+    for _ in 0..2 {
+        let refused = send(&origin, "GET", "/app/data", &[("Authorization", &wrong)], "").await;
+        assert_eq!(refused.status, 401, "{refused:?}{}", context());
+        assert_eq!(refused.header("x-auth-reason"), Some("invalid_credentials"));
+    }
+    let locked = send(&origin, "GET", "/app/data", &[("Authorization", &wrong)], "").await;
+    assert_eq!(locked.status, 429, "{locked:?}{}", context());
+    assert_eq!(locked.header("x-auth-reason"), Some("locked_out"));
+    assert!(locked.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0)), "{locked:?}");
+
+    // Bouncer gone: 503, for a browser and a script alike.
+    let mut bouncer = bouncer;
+    bouncer.kill9().await;
+    for headers in [vec![("Cookie", browser.as_str())], vec![("Authorization", bearer.as_str())]] {
+        let unavailable = send(&origin, "GET", "/app/data", &headers, "").await;
+        assert_eq!(unavailable.status, 503, "{unavailable:?}\n--- nginx\n{}", nginx.log());
+        assert!(unavailable.header("retry-after").is_none());
+    }
 }

@@ -3,6 +3,8 @@
 //! announced with NOTIFY and heard at once; a poll of the settings version, every second on
 //! SQLite and every few seconds on PostgreSQL (in case a notification is lost with its
 //! connection), catches everything else. No request reads settings from the database.
+//! Installing a stricter change also applies it here (`settings::reload`): until then this
+//! instance let logins in under the old limit, and those over the new one end now.
 //! Sessions: on PostgreSQL, the sessions ended on another instance reach this one's event
 //! stream (`sessions::events`).
 
@@ -14,7 +16,9 @@ use crate::error::ApiResult;
 use crate::settings::{CHANNEL, reload};
 use crate::with_db;
 
-/// Installs the stored settings if their version moved; true when it did.
+/// Installs the stored settings if their version moved, and applies a stricter change to
+/// the live sessions; true when the version moved. Nothing else happens (no reload, no
+/// session touched) while the version stays where it is.
 pub async fn refresh_if_changed(state: &AppState) -> ApiResult<bool> {
     let version: i64 = with_db!(&state.db, |pool| {
         sqlx::query_scalar("SELECT version FROM settings_version WHERE id = 1").fetch_one(pool).await

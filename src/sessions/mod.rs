@@ -273,7 +273,8 @@ pub async fn end_one(state: &AppState, id: i64, reason: EndReason, by: Option<i6
     Ok(!ended.is_empty())
 }
 
-/// Ends every live session of a user (`revoked`), with an activity-stream entry.
+/// Ends every live session of a user (`revoked`), with an activity-stream entry when any was
+/// live.
 pub async fn revoke_all_of_user(state: &AppState, user_id: i64, author: &Author) -> ApiResult<usize> {
     let now = state.clock.now();
     let settings = state.settings.current();
@@ -282,8 +283,11 @@ pub async fn revoke_all_of_user(state: &AppState, user_id: i64, author: &Author)
         // Sessions already past their end keep the reason they ended with.
         let expired = expire_sessions!(&mut *tx, &settings, now, Some(user_id), i64::MAX)?;
         let ended = end_sessions!(&mut *tx, END_USER, now, EndReason::Revoked, author.user_id(), user_id)?;
-        let changes = serde_json::json!({ "active_sessions": [ended.len(), 0] });
-        record_activity!(&mut *tx, now, &author.entry("revoke", "session", Some(user_id), changes))?;
+        // Nothing ended, nothing to audit (a no-op writes no entry, as for the settings).
+        if !ended.is_empty() {
+            let changes = serde_json::json!({ "active_sessions": [ended.len(), 0] });
+            record_activity!(&mut *tx, now, &author.entry("revoke", "session", Some(user_id), changes))?;
+        }
         tx.commit().await?;
         (ended, expired)
     });
@@ -338,15 +342,25 @@ pub async fn expire(state: &AppState, user_id: Option<i64>) -> ApiResult<usize> 
     }
 }
 
-/// Applies a settings change to the sessions that exist: a lower limit ends the sessions
-/// now over it (oldest first), a shorter idle timeout or lifetime ends those now past it.
-pub async fn settings_changed(state: &AppState, before: &Snapshot, after: &Snapshot, by: Option<i64>) -> ApiResult<()> {
-    let tighter_limit = match (before.per_user, after.per_user) {
+/// True when `after` allows fewer concurrent sessions per user than `before`.
+pub fn limit_tightened(before: &Snapshot, after: &Snapshot) -> bool {
+    match (before.per_user, after.per_user) {
         (_, None) => false,
         (None, Some(_)) => true,
         (Some(old), Some(new)) => new < old,
-    };
-    if let Some(limit) = after.per_user.filter(|_| tighter_limit) {
+    }
+}
+
+/// Applies a settings change to the sessions that exist: a lower limit ends the sessions
+/// now over it (oldest first), a shorter idle timeout or lifetime ends those now past it.
+///
+/// Run by the process that made the change and again by every other process when it
+/// installs the change (`settings::reload`): logins it let in under the old values while
+/// the change was on its way end then. Idempotent: sessions already within the new values
+/// stay, so a second run ends nothing more. It writes no activity-stream entry (the change
+/// itself is recorded by whoever made it); `by` is who ended the sessions (`ended_by`).
+pub async fn settings_changed(state: &AppState, before: &Snapshot, after: &Snapshot, by: Option<i64>) -> ApiResult<()> {
+    if let Some(limit) = after.per_user.filter(|_| limit_tightened(before, after)) {
         let now = state.clock.now();
         let ended = with_db!(&state.db, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;

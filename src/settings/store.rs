@@ -41,10 +41,40 @@ pub async fn load_stored(db: &Db) -> Result<(Stored, i64), sqlx::Error> {
     Ok((parse_rows(rows), version))
 }
 
-/// Re-reads the stored settings (after a change made elsewhere) and installs them.
+/// Re-reads the stored settings (after a change made elsewhere: another instance, the
+/// CLI) and installs them. When that makes them stricter here, applies them to the live
+/// sessions as the process that made the change did: the sessions this process let in
+/// under the old values while the change was on its way end now, with the same reason and
+/// `ended_by`. That process recorded the change in the activity stream; this records
+/// nothing. Only a change of the effective values does anything.
 pub async fn reload(state: &AppState) -> ApiResult<(Arc<Snapshot>, Arc<Snapshot>)> {
     let (stored, version) = load_stored(&state.db).await?;
-    Ok(state.settings.install(&stored, None, version))
+    let (before, after) = state.settings.install(&stored, None, version);
+    enforce_installed(state, &before, &after).await?;
+    Ok((before, after))
+}
+
+/// Applies to live sessions a change installed here by a reload (of the database, or of
+/// the files on SIGHUP). Sessions ended by a lower limit say who set it, as they do on the
+/// process where it was set: the administrator who stored the value (null for the CLI), or
+/// nobody when a settings file defines it.
+async fn enforce_installed(state: &AppState, before: &Snapshot, after: &Snapshot) -> ApiResult<()> {
+    if after.diff(before).is_empty() {
+        return Ok(());
+    }
+    let by = if crate::sessions::limit_tightened(before, after)
+        && *after.source("AUTH_TOKEN_PER_USER") == super::Source::Database
+    {
+        let author: Option<Option<i64>> = with_db!(&state.db, |pool| {
+            sqlx::query_scalar("SELECT updated_by FROM settings WHERE key = 'AUTH_TOKEN_PER_USER'")
+                .fetch_optional(pool)
+                .await
+        })?;
+        author.flatten()
+    } else {
+        None
+    };
+    crate::sessions::settings_changed(state, before, after, by).await
 }
 
 /// Writes already validated changes (`None` resets a key to its default) in one
@@ -129,8 +159,9 @@ pub async fn apply_changes(
 }
 
 /// Re-reads the settings directory (SIGHUP). A bad file keeps the values in force and
-/// returns the problems; a good one installs the new values, records the change with
-/// origin `file` and applies it to live sessions.
+/// returns the problems; a good one installs the new values (and the stored ones, which
+/// may have moved too), records what the files changed with origin `file` and applies
+/// every change to live sessions.
 pub async fn reload_files(state: &AppState) -> ApiResult<Result<(), super::FileErrors>> {
     let Some(dir) = state.settings.conf_dir.clone() else { return Ok(Ok(())) };
     let layer = match FileLayer::load(&dir) {
@@ -141,8 +172,11 @@ pub async fn reload_files(state: &AppState) -> ApiResult<Result<(), super::FileE
         }
     };
     let (stored, version) = load_stored(&state.db).await?;
+    let old_files = state.settings.files();
     let (before, after) = state.settings.install(&stored, Some(layer), version);
-    let diff = after.diff(&before);
+    // What the files changed, over the same stored values: a change stored elsewhere and
+    // picked up by this same reload was recorded by whoever made it.
+    let diff = after.diff(&Snapshot::build(&stored, &old_files));
     if !diff.is_empty() {
         let changed: Vec<&str> = diff.keys().copied().collect();
         tracing::info!(dir = %dir.display(), ?changed, "settings files reloaded");
@@ -157,9 +191,9 @@ pub async fn reload_files(state: &AppState) -> ApiResult<Result<(), super::FileE
             changes: json!(diff),
         };
         with_db!(&state.db, |pool| record_activity!(pool, now, &entry))?;
-        crate::sessions::settings_changed(state, &before, &after, None).await?;
     } else {
         tracing::info!(dir = %dir.display(), "settings files reloaded; nothing changed");
     }
+    enforce_installed(state, &before, &after).await?;
     Ok(Ok(()))
 }

@@ -53,9 +53,13 @@ db_test!(admin_actions_on_users_and_sessions_are_recorded, |app| {
     let alice = app.create_user("alice").await;
     let admin = app.admin_token().await;
     let path = format!("/api/v2/users/{alice}/");
+    let sessions = format!("/api/v2/users/{alice}/sessions/");
     app.send(Method::PATCH, &path, Some(&admin), Some(json!({"password": "another secret"}))).await;
+    app.token("alice", "another secret").await;
+    app.send(Method::DELETE, &sessions, Some(&admin), None).await;
+    // Nothing left to end: no entry.
+    assert_eq!(app.send(Method::DELETE, &sessions, Some(&admin), None).await.status, StatusCode::NO_CONTENT);
     app.send(Method::PATCH, &path, Some(&admin), Some(json!({"is_active": false}))).await;
-    app.send(Method::DELETE, &format!("/api/v2/users/{alice}/sessions/"), Some(&admin), None).await;
     app.send(Method::DELETE, &path, Some(&admin), None).await;
     let all = entries(&app).await;
     let about_alice: Vec<_> = all.iter().filter(|e| e["object_id"] == json!(alice)).collect();
@@ -63,11 +67,12 @@ db_test!(admin_actions_on_users_and_sessions_are_recorded, |app| {
         about_alice.iter().map(|e| (e["object"].as_str().unwrap(), e["operation"].as_str().unwrap())).collect();
     assert_eq!(
         ops,
-        [("user", "delete"), ("session", "revoke"), ("user", "update"), ("user", "update"), ("user", "create")]
+        [("user", "delete"), ("user", "update"), ("session", "revoke"), ("user", "update"), ("user", "create")]
     );
     assert_eq!(about_alice[4]["changes"]["username"], json!([null, "alice"]));
     assert_eq!(about_alice[3]["changes"], json!({"password": ["$encrypted$", "$encrypted$"]}));
-    assert_eq!(about_alice[2]["changes"], json!({"is_active": [true, false]}));
+    assert_eq!(about_alice[2]["changes"], json!({"active_sessions": [1, 0]}));
+    assert_eq!(about_alice[1]["changes"], json!({"is_active": [true, false]}));
     assert_eq!(about_alice[0]["changes"], json!({"username": ["alice", null]}));
     // No secret ever reaches the stream.
     assert!(!serde_json::to_string(&all).unwrap().contains("another secret"));

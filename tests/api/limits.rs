@@ -138,3 +138,60 @@ db_test!(the_limit_is_per_user, |app| {
     assert_eq!(app.active_count(alice).await, 1);
     assert_eq!(app.active_count(bob).await, 1);
 });
+
+db_test!(a_limit_lowered_elsewhere_ends_the_excess_when_this_instance_picks_it_up, |app| {
+    let alice = app.create_user("alice").await;
+    // B: another instance on the same database, started under no limit.
+    let b = app.second_instance().await;
+    app.set(json!({"AUTH_TOKEN_PER_USER": 1})).await;
+    // B has not picked the change up yet (its watcher is not running): it lets alice in
+    // three times under the old value.
+    assert_eq!(b.state.settings.current().per_user, None);
+    let login = json!({"username": "alice", "password": PASSWORD});
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let response =
+            send_to(&b.router, axum::http::Method::POST, "/api/login/", None, Some(login.clone()), &[]).await;
+        assert_eq!(response.status, StatusCode::OK, "{response:?}");
+        tokens.push(response.body["token"].as_str().unwrap().to_owned());
+        app.advance(1);
+    }
+    assert_eq!(app.active_count(alice).await, 3);
+    let mut events = b.state.events.subscribe();
+
+    // B picks the change up, as its watcher does: the oldest two end there and then.
+    assert!(bouncer::cluster::refresh_if_changed(&b.state).await.unwrap());
+    assert_eq!(b.state.settings.current().per_user, Some(1));
+    assert_eq!(app.active_count(alice).await, 1);
+    for old in &tokens[..2] {
+        assert_eq!(b.get("/api/v2/me/", Some(old)).await.reason(), "limit_reached");
+    }
+    assert_eq!(b.get("/api/v2/me/", Some(&tokens[2])).await.status, StatusCode::OK);
+    let sessions = app.sessions_of(alice).await;
+    let kicked: Vec<_> = sessions.iter().filter(|s| s["active"] == json!(false)).collect();
+    assert_eq!(kicked.len(), 2, "{sessions:?}");
+    for session in &kicked {
+        assert_eq!(session["reason"], json!("limit_reached"), "{session}");
+        assert_eq!(session["ended_by"]["username"], json!(ADMIN), "{session}");
+    }
+    for _ in 0..2 {
+        let event = events.try_recv().unwrap();
+        assert_eq!((event.user_id, event.reason.code()), (Some(alice), "limit_reached"));
+    }
+
+    // Nothing moved since: the next poll does nothing, and the same trim run again (as a
+    // third instance would) ends nothing more.
+    assert!(!bouncer::cluster::refresh_if_changed(&b.state).await.unwrap());
+    let unlimited = bouncer::settings::Snapshot::default();
+    bouncer::sessions::settings_changed(&app.state, &unlimited, &app.state.settings.current(), None).await.unwrap();
+    assert_eq!(app.active_count(alice).await, 1);
+    assert_eq!(b.get("/api/v2/me/", Some(&tokens[2])).await.status, StatusCode::OK);
+
+    // The change is in the activity stream once, as A recorded it.
+    let admin = app.admin_token().await;
+    let activity = app.get("/api/v2/activity_stream/?page_size=200", Some(&admin)).await;
+    let settings: Vec<_> =
+        activity.body["results"].as_array().unwrap().iter().filter(|e| e["object"] == json!("setting")).collect();
+    assert_eq!(settings.len(), 1, "{:?}", activity.body);
+    assert_eq!(settings[0]["changes"], json!({"AUTH_TOKEN_PER_USER": [-1, 1]}));
+});

@@ -43,8 +43,30 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The credentials a request presents, as Bouncer accepts them now: [`credentials`], except
+/// that while `AUTH_BASIC_ENABLED` is false a `Basic` header is refused with
+/// `basic_auth_disabled` before it is decoded, malformed or not. What such a client needs to
+/// hear is that Basic is off; that its header is also broken does not help it, and a client
+/// whose every Basic request fails (say with an empty password) should not be told
+/// `invalid_credentials` and go looking for a typo.
+pub fn accepted_credentials(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
+    if is_basic(headers) && !state.settings.current().basic_enabled {
+        return Err(ApiError::BasicAuthDisabled);
+    }
+    credentials(headers)
+}
+
+/// Whether the `Authorization` header names the Basic scheme, whatever follows it: read as
+/// bytes, so that a value that is not even text counts too.
+fn is_basic(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(AUTHORIZATION) else { return false };
+    let scheme = value.as_bytes().trim_ascii().split(|byte| *byte == b' ').next().unwrap_or_default();
+    scheme.eq_ignore_ascii_case(b"basic")
+}
+
 /// Reads the `Authorization` header. `Ok(None)` when there is none (or its scheme is not
-/// one Bouncer knows).
+/// one Bouncer knows). Only parses: a handler acting on it goes through
+/// [`accepted_credentials`], which also refuses Basic while it is disabled.
 pub fn credentials(headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
     let Some(value) = headers.get(AUTHORIZATION) else { return Ok(None) };
     let value = value.to_str().map_err(|_| ApiError::SessionEnded(EndReason::InvalidToken))?;
@@ -75,7 +97,8 @@ pub async fn check_password(state: &AppState, username: &str, password: &str) ->
 /// [`check_password`], then, when the password is right, `then` with the user's id and the
 /// attempt, which `then` may record in a transaction of its own (the login does, in the
 /// session's: see [`record_success!`](crate::record_success)); a success `then` did not
-/// record is recorded after it. Returns the user's id and what `then` returned.
+/// record is recorded after it. Returns the user's id and what `then` returned. When the
+/// hasher's queue is full it is refused at once (`busy`), before any database statement.
 ///
 /// All of it runs in a task of its own, so a client that hangs up mid-check still has its
 /// attempt recorded (and its place among the checks in flight released); the task runs in
@@ -95,12 +118,19 @@ where
     F: FnOnce(AppState, i64, Arc<lockout::Attempt>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + Send,
 {
+    // The hasher's place first, before the lockout's grant: a login the hasher could not take
+    // anyway is refused (503 `busy`) without a database statement. Taken after the grant,
+    // each refusal cost a grant and its release, two writes that a flood of made-up usernames
+    // queued, on SQLite, behind the one write lock that token checks need too. The place is
+    // held through the grant (a wait for checks in flight on the username included) and spent
+    // on the hash, so the queue's bound holds as before.
+    let place = state.passwords.reserve().map_err(|_| ApiError::Busy)?;
     let (state, username, password) = (state.clone(), username.to_owned(), password.to_owned());
     let check = async move {
         if Username::parse(&username).is_err() {
             // No such user can exist (and PostgreSQL refuses some such text, NUL say): the
             // same work as a wrong password, and no database at all.
-            state.passwords.verify(&password, None).await?;
+            place.verify(&password, None).await?;
             return Err(ApiError::InvalidCredentials);
         }
         let settings = state.settings.current();
@@ -109,7 +139,7 @@ where
         let attempt = Arc::new(attempt);
         let user_id = found.as_ref().map(|(id, _, _)| *id);
         let checked = async {
-            let matches = state.passwords.verify(&password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
+            let matches = place.verify(&password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
             Ok::<_, ApiError>(found.filter(|(_, _, active)| *active && matches).map(|(id, _, _)| id))
         }
         .await;
@@ -179,7 +209,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
         let quiet = parts.headers.get(SESSION_QUIET).is_some_and(|v| v.as_bytes() == b"1");
-        let caller = match credentials(&parts.headers)? {
+        let caller = match accepted_credentials(state, &parts.headers)? {
             None => match cookies::cookie(&parts.headers, cookies::SESSION_COOKIE) {
                 Some(token) => {
                     // Django's rule: a request the session cookie authenticates must prove it
@@ -192,10 +222,8 @@ impl FromRequestParts<AppState> for Caller {
                 None => return Err(ApiError::NotAuthenticated),
             },
             Some(Credentials::Token(token)) => sessions::authenticate(state, &token, quiet).await?,
+            // Basic is enabled, or `accepted_credentials` would have refused it.
             Some(Credentials::Basic { username, password }) => {
-                if !state.settings.current().basic_enabled {
-                    return Err(ApiError::BasicAuthDisabled);
-                }
                 let id = check_basic(state, &username, &password).await?;
                 let user = users::by_id(&state.db, id).await?.ok_or(ApiError::InvalidCredentials)?;
                 Caller { user, session: None }

@@ -44,7 +44,8 @@ pub struct Passwords {
     /// so that they cost the same work as a wrong password.
     dummy_hash: String,
     permits: Semaphore,
-    /// Hashes running or waiting, and how many may.
+    /// Places taken ([`Place`]): hashes running or waiting, and checks on their way to one
+    /// (the lockout's grant); and how many may be.
     admitted: AtomicUsize,
     capacity: usize,
     verifications: AtomicU64,
@@ -85,10 +86,48 @@ impl Passwords {
         self.verifications.load(Ordering::Relaxed)
     }
 
-    #[tracing::instrument(skip_all)]
+    /// Takes a place among the hashes running or waiting, or [`Busy`] when they already fill
+    /// the queue. A password check takes it before anything else it costs (the lockout's
+    /// grant, the database), so that a login the hasher could not take anyway is refused
+    /// having cost nothing; the place is then spent on the hash ([`Place::verify`]), which
+    /// keeps `max_concurrent + max_queued` an exact bound.
+    pub fn reserve(self: &Arc<Self>) -> Result<Place, Busy> {
+        // Never counts past the capacity, so a storm of refusals cannot push it over.
+        self.admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.capacity).then_some(n + 1))
+            .map(|_| Place(Arc::clone(self)))
+            .map_err(|_| Busy)
+    }
+
+    /// Hashes `password` with the current parameters, in a place of its own.
     pub async fn hash(self: &Arc<Self>, password: &str) -> anyhow::Result<String> {
+        self.reserve()?.hash(password).await
+    }
+
+    /// [`Place::verify`] in a place of its own.
+    pub async fn verify(self: &Arc<Self>, password: &str, hash: Option<&str>) -> anyhow::Result<bool> {
+        self.reserve()?.verify(password, hash).await
+    }
+}
+
+/// A place in the hasher's queue ([`Passwords::reserve`]), spent on one hash. Dropping it
+/// gives the place back, on whatever path drops it: the hash done, an error or a lockout
+/// before it, a caller that gave up, a panic unwinding.
+#[derive(Debug)]
+#[must_use = "a place is held until it is dropped"]
+pub struct Place(Arc<Passwords>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Place {
+    #[tracing::instrument(skip_all)]
+    pub async fn hash(self, password: &str) -> anyhow::Result<String> {
         let password = password.to_owned();
-        let this = Arc::clone(self);
+        let this = Arc::clone(&self.0);
         self.run(move || {
             this.argon2
                 .hash_password(password.as_bytes())
@@ -101,11 +140,11 @@ impl Passwords {
     /// Verifies `password` against `hash`, or against the dummy hash when there is none
     /// (unknown user), doing the same work either way.
     #[tracing::instrument(skip_all)]
-    pub async fn verify(self: &Arc<Self>, password: &str, hash: Option<&str>) -> anyhow::Result<bool> {
+    pub async fn verify(self, password: &str, hash: Option<&str>) -> anyhow::Result<bool> {
         let password = password.to_owned();
         let real = hash.is_some();
-        let hash = hash.unwrap_or(&self.dummy_hash).to_owned();
-        let this = Arc::clone(self);
+        let this = Arc::clone(&self.0);
+        let hash = hash.unwrap_or(&this.dummy_hash).to_owned();
         self.run(move || {
             this.verifications.fetch_add(1, Ordering::Relaxed);
             let ok = match PasswordHash::new(&hash) {
@@ -122,17 +161,20 @@ impl Passwords {
         .await
     }
 
-    /// Runs `work` on a hasher thread when a permit is free; refuses with [`Busy`] when
-    /// the hashes running and waiting already fill the queue, so memory and latency stay
-    /// bounded however many logins arrive.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-        let admitted = self.admitted.fetch_add(1, Ordering::SeqCst);
-        let _admission = Admission(&self.admitted);
-        if admitted >= self.capacity {
-            return Err(Busy.into());
-        }
-        let _permit = self.permits.acquire().await?;
-        self.hashers.run(work).await
+    /// Runs `work` on a hasher thread when a permit is free. The place goes with the job and
+    /// is given back when the job ends (or panics): a hash queued or running keeps its place
+    /// even when nobody waits for it any more, so the queue never holds more than its
+    /// capacity.
+    async fn run<T: Send + 'static>(self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        let passwords = Arc::clone(&self.0);
+        let _permit = passwords.permits.acquire().await?;
+        passwords
+            .hashers
+            .run(move || {
+                let _place = self;
+                work()
+            })
+            .await
     }
 }
 
@@ -339,15 +381,6 @@ fn lower_priority() {
     }
 }
 
-/// Gives back a place in the queue when the hash is done (or abandoned).
-struct Admission<'a>(&'a AtomicUsize);
-
-impl Drop for Admission<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use argon2::password_hash::PasswordVerifier;
@@ -386,6 +419,25 @@ mod tests {
         )
         .unwrap();
         assert!(!verify_in_place(b"anything", &tampered));
+    }
+
+    #[tokio::test]
+    async fn the_queue_holds_its_capacity_and_every_place_comes_back() {
+        let config = Argon2Config { memory_kib: 64, iterations: 1, parallelism: 1, max_concurrent: 1, max_queued: 1 };
+        let passwords = Passwords::new(config).unwrap();
+        let fill = || [passwords.reserve().unwrap(), passwords.reserve().unwrap()];
+        let places = fill();
+        assert!(passwords.reserve().is_err(), "one hashing and one waiting, no more");
+        assert!(passwords.verify("pw", None).await.unwrap_err().is::<Busy>());
+        let [first, second] = places;
+        drop(first);
+        assert!(!second.verify("pw", None).await.unwrap(), "a place is spent on its hash");
+        // Spent, abandoned before its hash, or its hash panicked: each place comes back.
+        let [abandoned, panicked] = fill();
+        drop(abandoned.verify("pw", None));
+        assert!(panicked.run(|| panic!("boom")).await.is_err());
+        let _again = fill();
+        assert!(passwords.reserve().is_err());
     }
 
     #[tokio::test]

@@ -50,3 +50,37 @@ db_test!(malformed_basic_credentials_are_invalid_credentials, |app| {
     assert_eq!(response.status, StatusCode::UNAUTHORIZED);
     assert_eq!(response.reason(), "invalid_credentials");
 });
+
+// While Basic is off, what a Basic client needs to hear is that it is off, whatever its
+// header holds: not `invalid_credentials`, which would send it looking for a typo.
+db_test!(while_disabled_any_basic_header_gets_basic_auth_disabled_even_a_malformed_one, |app| {
+    app.set(json!({"AUTH_BASIC_ENABLED": false})).await;
+    let no_colon = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice"));
+    let not_text = axum::http::HeaderValue::from_bytes(b"Basic \xff\xfe").unwrap();
+    let mut headers: Vec<axum::http::HeaderValue> =
+        ["Basic !!!not-base64", no_colon.as_str(), "Basic", "basic   ", "BASIC ="]
+            .into_iter()
+            .map(|value| axum::http::HeaderValue::from_str(value).unwrap())
+            .collect();
+    headers.push(not_text);
+    for header in headers {
+        for (method, path) in [("GET", "/api/v2/me/"), ("POST", "/api/logout/")] {
+            let request = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", header.clone())
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = app.raw(request).await;
+            assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{method} {path} {header:?}");
+            assert_eq!(response.reason(), "basic_auth_disabled", "{method} {path} {header:?}");
+        }
+    }
+    // Enabled again, a malformed header is what it is.
+    app.set(json!({"AUTH_BASIC_ENABLED": true})).await;
+    for header in ["Basic !!!not-base64", no_colon.as_str(), "Basic"] {
+        let response =
+            app.send_with(axum::http::Method::GET, "/api/v2/me/", None, None, &[("authorization", header)]).await;
+        assert_eq!(response.reason(), "invalid_credentials", "{header}");
+    }
+});

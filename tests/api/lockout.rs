@@ -99,3 +99,31 @@ db_test!(a_right_password_refused_by_the_limit_still_resets_the_failure_count, |
     assert_eq!(app.login("alice", PASSWORD).await.reason(), "limit_reached");
     assert_eq!(app.me(&first).await.status, StatusCode::OK);
 });
+
+// A login the hasher has no place for is refused before the lockout's grant: a flood of
+// made-up usernames costs the database nothing (each refusal was a grant and its release,
+// two writes, on SQLite behind the write lock token checks need too).
+db_test!(a_login_beyond_the_hash_queue_is_refused_before_it_touches_the_database, |app| {
+    let rows = || async {
+        let count: i64 = bouncer::with_db!(&app.state.db, |pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM login_failures").fetch_one(pool).await.unwrap()
+        });
+        count
+    };
+    let before = app.state.passwords.verifications();
+    // Every place in the queue taken, as by hashes running and waiting.
+    let queue: Vec<_> = std::iter::from_fn(|| app.state.passwords.reserve().ok()).collect();
+    assert!(!queue.is_empty());
+
+    let refused = app.login("never-seen", "a guess").await;
+
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.reason(), "busy");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(rows().await, 0, "no grant, no release");
+    assert_eq!(app.state.passwords.verifications(), before);
+    // With a place free, the same login is checked and counted.
+    drop(queue);
+    assert_eq!(app.login("never-seen", "a guess").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(rows().await, 1);
+});

@@ -252,7 +252,9 @@ async fn bootstrap_admin(state: &AppState, serve: &ServeArgs) -> anyhow::Result<
         Err(err) => return Err(anyhow::anyhow!("cannot create the first superuser: {err}")),
     }
     if generated {
-        // Printed once, to the terminal, never to the log.
+        // Printed once on standard error, outside the tracing log (no level, no request id).
+        // Under a service manager standard error is the journal, which keeps it: README.md and
+        // docs/SECURITY.md say to set BOUNCER_ADMIN_PASSWORD there, or change this one at once.
         eprintln!(
             "\nCreated the superuser {:?} with the generated password:\n\n    {}\n\n\
              Write it down now: it will not be shown again. Change it with `bouncer user passwd {}`.\n",

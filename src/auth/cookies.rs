@@ -57,8 +57,12 @@ pub fn secure(parts_headers: &HeaderMap, peer_trusted: bool, state: &AppState) -
 
 /// Whether the request's peer is a trusted proxy.
 pub fn peer_trusted(parts: &Parts, state: &AppState) -> bool {
-    parts
-        .extensions
+    peer_trusted_in(&parts.extensions, state)
+}
+
+/// [`peer_trusted`], from a request's extensions.
+pub fn peer_trusted_in(extensions: &axum::http::Extensions, state: &AppState) -> bool {
+    extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .is_some_and(|c| state.config.trusted_proxies.iter().any(|net| net.contains(&c.0.ip())))
 }

@@ -64,7 +64,13 @@ pub fn wrap(api: Router, state: AppState) -> Router {
     Router::new().fallback_service(api).layer(axum::middleware::from_fn_with_state(browse, handle))
 }
 
-async fn handle(State(browse): State<Browse>, request: Request, next: Next) -> Response {
+async fn handle(State(browse): State<Browse>, mut request: Request, next: Next) -> Response {
+    // The pages decide on `Secure` from the headers alone ([`secure`]): an
+    // `X-Forwarded-Proto` counts only from a trusted proxy, so drop anyone else's here. (The
+    // API behind ignores it from them anyway.)
+    if !cookies::peer_trusted_in(request.extensions(), &browse.state) {
+        request.headers_mut().remove("x-forwarded-proto");
+    }
     let path = request.uri().path();
     // Forward-auth and introspection answer proxies and programs, never a page.
     if !path.starts_with("/api/")
@@ -236,8 +242,10 @@ async fn render(
     out
 }
 
+/// Whether the cookies a page sets carry `Secure`: configured so, or the request came over
+/// TLS through a trusted proxy (only theirs keep `X-Forwarded-Proto`, see [`handle`]).
 fn secure(browse: &Browse, headers: &HeaderMap) -> bool {
-    cookies::secure(headers, false, &browse.state)
+    cookies::secure(headers, true, &browse.state)
 }
 
 /// The request's CSRF token, or a new one (true) to set as a cookie.
@@ -438,6 +446,10 @@ async fn form_post(browse: &Browse, request: Request, next: Next, html: bool) ->
         if !html || response.status().is_redirection() || response.status().is_success() {
             return response;
         }
+        // The page keeps the API's status (401, 403 for `deny_new`, 429 with its
+        // `Retry-After` when locked out, 503 busy) for whatever reads more than the text.
+        let status = response.status();
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
         let detail = error_detail(response).await;
         let message = if detail.starts_with("CSRF") {
             "Your login form had expired; please try again.".to_owned()
@@ -445,14 +457,18 @@ async fn form_post(browse: &Browse, request: Request, next: Next, html: bool) ->
             detail
         };
         let next_path = field("next").unwrap_or("/api/v2/");
-        return login_response(
+        let mut page = login_response(
             browse,
             &headers,
             next_path,
             Some(("error", &message)),
             field("username").unwrap_or(""),
-            StatusCode::UNAUTHORIZED,
+            status,
         );
+        if let Some(retry_after) = retry_after {
+            page.headers_mut().insert(header::RETRY_AFTER, retry_after);
+        }
+        return page;
     }
     if path == "/api/logout/" {
         let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;

@@ -18,8 +18,8 @@ use super::{EndReason, Session, SessionEnded};
 use crate::AppState;
 use crate::activity::Author;
 use crate::auth::{
-    AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, QuietCaller, check_basic, check_password_then, cookies,
-    credentials, token,
+    AUTH_TOKEN_TIMEOUT, Caller, ClientMeta, Credentials, QuietCaller, accepted_credentials, check_basic,
+    check_password_then, cookies, token,
 };
 use crate::clock::{rfc3339, seconds_until};
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors, ValidationErrors};
@@ -35,10 +35,21 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login, login_options))
         .routes(routes!(logout, logout_options))
         .routes(routes!(my_sessions, my_sessions_options))
-        .routes(routes!(my_events))
+        .routes(routes!(my_events, my_events_options))
         .routes(routes!(my_session, end_my_session, my_session_options))
         .routes(routes!(user_sessions, end_user_sessions, user_sessions_options))
 }
+
+/// The reasons a session ends with.
+const END_REASONS: &[&str] = &[
+    "timeout_reached",
+    "limit_reached",
+    "logged_out",
+    "revoked",
+    "max_age_reached",
+    "password_changed",
+    "user_disabled",
+];
 
 /// A session's fields as `OPTIONS` describes them.
 const FIELDS: &[Field] = &[
@@ -54,15 +65,7 @@ const FIELDS: &[Field] = &[
     Field::new("active", "boolean", "Active", "Whether the session is live; ?active=true or false filters.")
         .filterable(),
     Field::new("ended_at", "datetime", "Ended At", "When the session ended.").filterable(),
-    Field::new("reason", "choice", "Reason", "Why the session ended.").filterable().choices(&[
-        "timeout_reached",
-        "limit_reached",
-        "logged_out",
-        "revoked",
-        "max_age_reached",
-        "password_changed",
-        "user_disabled",
-    ]),
+    Field::new("reason", "choice", "Reason", "Why the session ended.").filterable().choices(END_REASONS),
     Field::new("detail", "string", "Detail", "The reason in words."),
     Field::new("ended_by", "object", "Ended By", "Who ended the session ({id, username}), null for expiry."),
 ];
@@ -314,11 +317,8 @@ async fn log_in(state: &AppState, meta: &ClientMeta, username: &str, password: &
     ),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn logout(State(state): State<AppState>, meta: ClientMeta, headers: HeaderMap) -> ApiResult<Response> {
-    let presented = match credentials(&headers)? {
+    let presented = match accepted_credentials(&state, &headers)? {
         Some(Credentials::Basic { username, password }) => {
-            if !state.settings.current().basic_enabled {
-                return Err(ApiError::BasicAuthDisabled);
-            }
             check_basic(&state, &username, &password).await?;
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
@@ -384,6 +384,8 @@ pub(crate) const COLUMNS: &[Column] = &[
     column("reason", "s.end_reason", Kind::Text),
     column("ip_address", "s.ip_address", Kind::Text),
     column("user_agent", "s.user_agent", Kind::Text),
+    // Ordering only: `?active=` is the endpoint's own filter (`SESSIONS_OF_USER`'s `$2`).
+    column("active", "(s.ended_at IS NULL)", Kind::Boolean),
 ];
 
 /// Lists a user's sessions, newest first, after ending those that are past their end.
@@ -425,21 +427,28 @@ async fn my_sessions(
     Ok(axum::Json(list(&state, &uri, caller.user.id, current, &params, &filter).await?))
 }
 
-/// Reads one of the caller's own sessions; another user's is "not found".
+/// Reads a session the caller may see: one of their own, or any for a superuser (another
+/// user's session is "not found" to everyone else, the system auditor included). Its user's
+/// sessions past their end are ended first, so the row says how it ended.
 async fn own_session(state: &AppState, caller: &Caller, id: i64) -> ApiResult<SessionRow> {
-    super::expire(state, Some(caller.user.id)).await?;
-    own_session_as_stored(state, caller, id).await
+    let row = own_session_as_stored(state, caller, id).await?;
+    match row.user_id {
+        Some(user_id) if super::expire(state, Some(user_id)).await? > 0 => {
+            own_session_as_stored(state, caller, id).await
+        }
+        _ => Ok(row),
+    }
 }
 
-/// One of the caller's sessions as stored, without ending the caller's sessions that are past
-/// their end first (enough to know that it exists); 404 if it is not the caller's.
+/// The session as stored, if the caller may see it (see [`own_session`]), without ending
+/// the sessions past their end first: enough to know that it is there.
 async fn own_session_as_stored(state: &AppState, caller: &Caller, id: i64) -> ApiResult<SessionRow> {
     let row: Option<SessionRow> =
         with_db!(&state.db, |pool| sqlx::query_as(BY_ID).bind(id).fetch_optional(pool).await)?;
-    row.filter(|row| row.user_id == Some(caller.user.id)).ok_or(ApiError::NotFound)
+    row.filter(|row| row.user_id == Some(caller.user.id) || caller.user.is_superuser).ok_or(ApiError::NotFound)
 }
 
-/// One of your sessions.
+/// One of your sessions (any user's, for a superuser).
 #[utoipa::path(get, path = "/api/v2/me/sessions/{id}/", tag = "sessions", params(("id" = i64, Path)),
     responses((status = 400, description = "The id is not a number", body = ErrorBody), (status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 200, body = Session), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
@@ -451,13 +460,19 @@ async fn my_session(State(state): State<AppState>, caller: Caller, Id(id): Id) -
 
 /// End one of your sessions (for instance one left open on another machine).
 ///
-/// It ends with `revoked`; its client is told so. Ending an ended session is also 204.
+/// It ends with `revoked`; its client is told so. Ending an ended session is also 204. A
+/// superuser may end anyone's session here (the `url` of each session in a user's session
+/// list); that revocation goes into the activity stream.
 #[utoipa::path(delete, path = "/api/v2/me/sessions/{id}/", tag = "sessions", params(("id" = i64, Path)),
     responses((status = 400, description = "The id is not a number", body = ErrorBody), (status = 401, description = "Not authenticated, or the session ended", body = ErrorBody), (status = 204, description = "Ended"), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn end_my_session(State(state): State<AppState>, caller: Caller, Id(id): Id) -> ApiResult<StatusCode> {
-    own_session(&state, &caller, id).await?;
-    super::end_one(&state, id, EndReason::Revoked, Some(caller.user.id), state.clock.now()).await?;
+    let row = own_session(&state, &caller, id).await?;
+    if row.user_id == Some(caller.user.id) {
+        super::end_one(&state, id, EndReason::Revoked, Some(caller.user.id), state.clock.now()).await?;
+    } else {
+        super::revoke_one(&state, id, &Author::api(&caller.user)).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -490,6 +505,26 @@ async fn end_user_sessions(State(state): State<AppState>, caller: Caller, Id(id)
     // Logged by `Events::ended` (`sessions ended reason=revoked`), in a span naming the admin.
     super::revoke_all_of_user(&state, id, &Author::api(&caller.user)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An event's fields as `OPTIONS` describes them.
+const EVENT_FIELDS: &[Field] = &[
+    Field::new("session_id", "integer", "Session ID", "The session that ended."),
+    Field::new("reason", "choice", "Reason", "Why it ended (a reason code).").choices(END_REASONS),
+    Field::new("detail", "string", "Detail", "The reason in words."),
+];
+
+/// Describe your event stream.
+#[utoipa::path(options, path = "/api/v2/me/events/", tag = "sessions",
+    responses((status = 200, description = "Metadata", body = Object), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("token" = []), ("basic" = [])))]
+async fn my_events_options(_caller: Caller) -> Response {
+    options(
+        "Session Events",
+        "Live `session_ended` events for your sessions, as `text/event-stream`.",
+        "GET, HEAD, OPTIONS",
+        &[("GET", EVENT_FIELDS)],
+    )
 }
 
 /// Live events for your sessions (Server-Sent Events).

@@ -20,6 +20,7 @@ use crate::activity::Actor;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody, Errors, ValidationErrors};
 use crate::extract::{ApiJson, JsonObject};
+use crate::metadata::Field;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(categories, categories_options)).routes(routes!(
@@ -38,8 +39,20 @@ pub fn router() -> OpenApiRouter<AppState> {
     security(("bearer" = []), ("token" = []), ("basic" = [])))]
 async fn categories_options(caller: Caller) -> ApiResult<Response> {
     caller.require_reader()?;
-    Ok(crate::metadata::options("Setting Categories", "Settings categories.", "GET, HEAD, OPTIONS", &[]))
+    Ok(crate::metadata::options(
+        "Setting Categories",
+        "Settings categories.",
+        "GET, HEAD, OPTIONS",
+        &[("GET", CATEGORY_FIELDS)],
+    ))
 }
+
+/// A category's fields as `OPTIONS` describes them (the list is fixed: nothing to filter).
+const CATEGORY_FIELDS: &[Field] = &[
+    Field::new("url", "string", "URL", "Where the category's settings are."),
+    Field::new("slug", "string", "Slug", "The category's name in its URL."),
+    Field::new("name", "string", "Name", "The category's name."),
+];
 
 #[derive(Serialize, ToSchema)]
 pub struct Categories {

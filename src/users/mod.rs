@@ -97,6 +97,17 @@ pub struct Changes {
     pub is_system_auditor: Option<bool>,
 }
 
+impl Changes {
+    /// Whether applying these to `user` changes anything (a new password always does).
+    fn modifies(&self, user: &User) -> bool {
+        self.password.is_some()
+            || self.username.as_ref().is_some_and(|name| name.as_str() != user.username)
+            || self.is_active.is_some_and(|value| value != user.is_active)
+            || self.is_superuser.is_some_and(|value| value != user.is_superuser)
+            || self.is_system_auditor.is_some_and(|value| value != user.is_system_auditor)
+    }
+}
+
 /// Applies `changes` in one transaction with what they mean for the user's sessions: a new
 /// password ends them with `password_changed`, deactivation with `user_disabled`.
 pub async fn update(state: &AppState, id: i64, changes: &Changes, author: &Author) -> ApiResult<User> {
@@ -113,6 +124,9 @@ pub async fn update(state: &AppState, id: i64, changes: &Changes, author: &Autho
         let expired = expire_sessions!(&mut *tx, &settings, now, Some(id), i64::MAX)?;
         let old: User =
             sqlx::query_as(store::BY_ID).bind(id).fetch_optional(&mut *tx).await?.ok_or(ApiError::NotFound)?;
+        // `modified` moves only when something does (a PATCH of `{}` or of the same values
+        // changes nothing, as it writes no activity entry).
+        let modified = if changes.modifies(&old) { now } else { old.modified_at };
         let updated = sqlx::query_as::<_, User>(concat!(
             "UPDATE users SET username = COALESCE($1, username), password_hash = COALESCE($2, password_hash), ",
             "is_active = COALESCE($3, is_active), is_superuser = COALESCE($4, is_superuser), ",
@@ -124,7 +138,7 @@ pub async fn update(state: &AppState, id: i64, changes: &Changes, author: &Autho
         .bind(changes.is_active)
         .bind(changes.is_superuser)
         .bind(changes.is_system_auditor)
-        .bind(now)
+        .bind(modified)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await

@@ -114,6 +114,28 @@ db_test!(unsafe_requests_authenticated_by_the_cookie_need_the_csrf_token, |app| 
 });
 
 #[tokio::test]
+async fn page_cookies_are_secure_behind_a_trusted_tls_proxy() {
+    let mut config = test_config();
+    config.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    let app = TestApp::sqlite_with(config).await;
+    // A page (here the login page a 401 turns into) sets the CSRF cookie; `Secure` when the
+    // request came over TLS through the trusted proxy, whoever else claims it.
+    for (peer, secure) in [("10.1.2.3:40000", true), ("198.51.100.7:40000", false)] {
+        let mut request = Request::get("/api/v2/users/")
+            .header("accept", "text/html")
+            .header("x-forwarded-proto", "https")
+            .body(Body::empty())
+            .unwrap();
+        request.extensions_mut().insert(axum::extract::ConnectInfo::<std::net::SocketAddr>(peer.parse().unwrap()));
+        let page = app.raw(request).await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{page:?}");
+        let cookies = set_cookies(&page);
+        let csrf = cookies.iter().find(|c| c.starts_with("csrftoken=")).expect("the page sets the CSRF cookie");
+        assert_eq!(csrf.contains("; Secure"), secure, "from {peer}: {csrf}");
+    }
+}
+
+#[tokio::test]
 async fn cookies_are_secure_when_configured() {
     let mut config = test_config();
     config.cookie_secure = true;
@@ -133,6 +155,7 @@ db_test!(every_resource_answers_options_with_allow_and_actions, |app| {
         "/api/v2/me/",
         "/api/v2/me/sessions/",
         &format!("/api/v2/me/sessions/{admin_session}/"),
+        "/api/v2/me/events/",
         "/api/v2/users/",
         &format!("/api/v2/users/{}/", app.admin_id),
         &format!("/api/v2/users/{}/sessions/", app.admin_id),
@@ -145,6 +168,9 @@ db_test!(every_resource_answers_options_with_allow_and_actions, |app| {
         assert!(response.header("allow").unwrap().contains("OPTIONS"), "{path}");
         assert!(response.body["actions"].is_object(), "{path}");
         assert!(response.body["name"].is_string(), "{path}");
+        if path.starts_with("/api/v2/") && path != "/api/v2/" {
+            assert!(response.body["actions"]["GET"].is_object(), "{path}: what a GET returns is described");
+        }
     }
     let users = app.send(Method::OPTIONS, "/api/v2/users/", Some(&admin), None).await;
     assert_eq!(users.body["actions"]["POST"]["username"]["required"], json!(true));
@@ -156,10 +182,12 @@ db_test!(every_resource_answers_options_with_allow_and_actions, |app| {
     let alice = app.token("alice", PASSWORD).await;
     assert_eq!(app.send(Method::OPTIONS, "/api/v2/users/", Some(&alice), None).await.status, StatusCode::FORBIDDEN);
     assert_eq!(app.send(Method::OPTIONS, "/api/v2/users/", None, None).await.status, StatusCode::UNAUTHORIZED);
-    // A detail that is not there, or not yours, is described as a 404, like its GET.
+    // A detail that is not there, or not yours, is described as a 404, like its GET (a
+    // superuser reaches anyone's session).
     let alice_session = app.get("/api/v2/me/sessions/", Some(&alice)).await.body["results"][0]["id"].clone();
+    let alices = format!("/api/v2/me/sessions/{alice_session}/");
+    assert_eq!(app.send(Method::OPTIONS, &alices, Some(&admin), None).await.status, StatusCode::OK);
     for (path, token) in [
-        (format!("/api/v2/me/sessions/{alice_session}/"), &admin),
         (format!("/api/v2/me/sessions/{admin_session}/"), &alice),
         ("/api/v2/users/999999/".to_string(), &admin),
         ("/api/v2/users/999999/sessions/".to_string(), &admin),

@@ -140,23 +140,53 @@ db_test!(a_page_without_a_session_is_the_login_page_and_an_ended_one_says_why, |
     assert!(text(&by_reason).contains("You were logged out: token is expired."));
 });
 
-db_test!(a_wrong_password_in_the_form_shows_the_login_page_again_with_the_error, |app| {
+/// Posts the login page's form as a browser would, with `next=/api/v2/users/`.
+async fn form_login(app: &TestApp, username: &str, password: &str) -> Response {
     let root = app.get("/api/", None).await;
     let csrf = set_cookie(&root, "csrftoken").unwrap();
+    let form = serde_urlencoded::to_string([
+        ("username", username),
+        ("password", password),
+        ("csrfmiddlewaretoken", &csrf),
+        ("next", "/api/v2/users/"),
+    ])
+    .unwrap();
     let request = Request::post("/api/login/")
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", HTML)
         .header("cookie", format!("csrftoken={csrf}"))
-        .body(Body::from(format!(
-            "username=admin&password=nope&csrfmiddlewaretoken={csrf}&next=%2Fapi%2Fv2%2Fusers%2F"
-        )))
+        .body(Body::from(form))
         .unwrap();
-    let response = app.raw(request).await;
+    app.raw(request).await
+}
+
+db_test!(a_wrong_password_in_the_form_shows_the_login_page_again_with_the_error, |app| {
+    let response = form_login(&app, "admin", "nope").await;
     assert_eq!(response.status, StatusCode::UNAUTHORIZED);
     let body = text(&response);
     assert!(body.contains("Unable to log in with the provided credentials."));
     assert!(body.contains("value=\"/api/v2/users/\""), "next survives");
     assert!(body.contains("value=\"admin\""), "the username is kept");
+});
+
+db_test!(a_refused_form_login_keeps_the_status_the_api_gave, |app| {
+    app.create_user("alice").await;
+    app.create_user("bob").await;
+    app.set(json!({"AUTH_LOGIN_FAILURE_LIMIT": 2, "AUTH_TOKEN_PER_USER": 1, "SESSION_LIMIT_POLICY": "deny_new"})).await;
+    for _ in 0..2 {
+        assert_eq!(form_login(&app, "alice", "nope").await.status, StatusCode::UNAUTHORIZED);
+    }
+    // Locked out: 429 and when to come back, as the API says it, on the page.
+    let locked = form_login(&app, "alice", PASSWORD).await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{locked:?}");
+    assert!(locked.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0)), "{locked:?}");
+    assert!(text(&locked).contains("name=\"csrfmiddlewaretoken\""), "the login form again");
+    // At the limit with deny_new: 403, and the page says why.
+    app.token("bob", PASSWORD).await;
+    let denied = form_login(&app, "bob", PASSWORD).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "{denied:?}");
+    assert!(text(&denied).contains("maximum number of allowed sessions"), "{denied:?}");
+    assert!(denied.header("retry-after").is_none());
 });
 
 db_test!(the_raw_form_sends_the_json_and_keeps_it_with_the_errors_after_a_400, |app| {

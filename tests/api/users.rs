@@ -86,6 +86,60 @@ db_test!(a_user_can_end_one_of_his_own_sessions_but_not_anothers, |app| {
     assert_eq!(ended.body["count"], json!(1));
     let bad = app.get("/api/v2/me/sessions/?active=maybe", Some(&laptop)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // `active`, filterable, orders too.
+    for (order, first) in [("active", false), ("-active", true)] {
+        let list = app.get(&format!("/api/v2/me/sessions/?order_by={order}"), Some(&laptop)).await;
+        assert_eq!(list.status, StatusCode::OK, "{list:?}");
+        assert_eq!(list.body["results"][0]["active"], json!(first), "order_by={order}: {list:?}");
+    }
+});
+
+db_test!(a_superuser_reaches_any_session_at_its_url, |app| {
+    let alice = app.create_user("alice").await;
+    app.create_user("bob").await;
+    app.create_user_with("audrey", json!({"is_system_auditor": true})).await;
+    let token = app.token("alice", PASSWORD).await;
+    let admin = app.admin_token().await;
+    let bob = app.token("bob", PASSWORD).await;
+    let audrey = app.token("audrey", PASSWORD).await;
+    let list = app.get(&format!("/api/v2/users/{alice}/sessions/"), Some(&admin)).await;
+    let url = list.body["results"][0]["url"].as_str().unwrap().to_owned();
+    let id = list.body["results"][0]["id"].clone();
+    // The url of a session in a user's list leads the superuser to it ...
+    let detail = app.get(&url, Some(&admin)).await;
+    assert_eq!(detail.status, StatusCode::OK, "{detail:?}");
+    assert_eq!((&detail.body["id"], &detail.body["current"]), (&id, &json!(false)));
+    assert_eq!(app.send(Method::OPTIONS, &url, Some(&admin), None).await.status, StatusCode::OK);
+    // ... and nobody else but its owner (the contract: 404 to a non-superuser).
+    for other in [&bob, &audrey] {
+        assert_eq!(app.get(&url, Some(other)).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(app.send(Method::DELETE, &url, Some(other), None).await.status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(app.me(&token).await.status, StatusCode::OK);
+    // The superuser ends it: revoked, by the admin, and in the activity stream.
+    assert_eq!(app.send(Method::DELETE, &url, Some(&admin), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.me(&token).await.reason(), "revoked");
+    let ended = app.get(&url, Some(&admin)).await;
+    assert_eq!(ended.body["ended_by"]["username"], json!(ADMIN));
+    let stream = app.get("/api/v2/activity_stream/?object=session", Some(&admin)).await;
+    assert_eq!(stream.body["results"][0]["operation"], json!("revoke"), "{stream:?}");
+    assert_eq!(stream.body["results"][0]["changes"], json!({"session": [id, null]}));
+    assert_eq!(app.me(&admin).await.status, StatusCode::OK);
+});
+
+db_test!(a_patch_that_changes_nothing_leaves_modified_alone, |app| {
+    let alice = app.create_user("alice").await;
+    let admin = app.admin_token().await;
+    let path = format!("/api/v2/users/{alice}/");
+    let created = app.get(&path, Some(&admin)).await.body["modified"].clone();
+    app.advance(10);
+    for same in [json!({}), json!({"is_active": true, "username": "alice", "is_superuser": false})] {
+        let patched = app.send(Method::PATCH, &path, Some(&admin), Some(same.clone())).await;
+        assert_eq!(patched.status, StatusCode::OK, "{patched:?}");
+        assert_eq!(patched.body["modified"], created, "{same}");
+    }
+    let patched = app.send(Method::PATCH, &path, Some(&admin), Some(json!({"is_system_auditor": true}))).await;
+    assert_ne!(patched.body["modified"], created);
 });
 
 db_test!(only_a_superuser_manages_users_and_an_auditor_reads_them, |app| {

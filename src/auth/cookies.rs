@@ -43,6 +43,41 @@ pub fn csrf_ok(headers: &HeaderMap, form_token: Option<&str>) -> bool {
     presented.is_some_and(|presented| bool::from(presented.as_bytes().ct_eq(expected.as_bytes())))
 }
 
+/// Django's CSRF check whole: the request comes from this site ([`same_origin`]) and echoes
+/// the `csrftoken` cookie ([`csrf_ok`]).
+pub fn csrf_passes(headers: &HeaderMap, form_token: Option<&str>, peer_trusted: bool, state: &AppState) -> bool {
+    same_origin(headers, peer_trusted, &state.config.allowed_redirect_hosts) && csrf_ok(headers, form_token)
+}
+
+/// Whether a browser's `Origin`, when it sent one, is this site: the request's `Host` (a
+/// trusted proxy's `X-Forwarded-Host` instead, when it sends one) or a host of
+/// `BOUNCER_ALLOWED_REDIRECT_HOSTS`, compared without the scheme's default port. Browsers
+/// send `Origin` with every unsafe request; a client that sends none (a script) passes on to
+/// the token alone. This is what the double-submit cookie cannot do by itself: a site that
+/// can set cookies for ours (a sibling subdomain, or anyone on plain HTTP) can plant a
+/// `csrftoken`, but cannot make the browser send another `Origin` (Django's check since 4.0).
+pub fn same_origin(headers: &HeaderMap, peer_trusted: bool, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let origin = origin.to_str().unwrap_or_default().to_ascii_lowercase();
+    let (authority, default_port) = if let Some(rest) = origin.strip_prefix("https://") {
+        (rest, ":443")
+    } else if let Some(rest) = origin.strip_prefix("http://") {
+        (rest, ":80")
+    } else {
+        return false; // `null` (a sandboxed frame, a redirect across sites) or nonsense
+    };
+    let bare = |host: &str| -> String {
+        let host = host.trim().to_ascii_lowercase();
+        host.strip_suffix(default_port).map(str::to_owned).unwrap_or(host)
+    };
+    let origin = bare(authority);
+    let forwarded = peer_trusted.then(|| headers.get("x-forwarded-host")).flatten();
+    let host = forwarded.or_else(|| headers.get(header::HOST)).and_then(|v| v.to_str().ok());
+    // A proxy's list names the host the client asked for first.
+    let host = host.and_then(|h| h.split(',').next()).map(bare);
+    host.is_some_and(|host| host == origin) || allowed.iter().any(|allowed| bare(allowed) == origin)
+}
+
 pub fn new_csrf_token() -> String {
     URL_SAFE_NO_PAD.encode(super::token::random_bytes::<32>())
 }
@@ -164,6 +199,51 @@ pub fn is_authority(authority: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_origin_must_be_this_site_when_a_browser_names_one() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            }
+            map
+        };
+        let allowed = ["app.example".to_owned()];
+        let host = ("host", "bouncer.example");
+        for (pairs, trusted, ok) in [
+            (vec![host], false, true), // no Origin: a script, the token decides
+            (vec![host, ("origin", "https://bouncer.example")], false, true),
+            (vec![host, ("origin", "http://BOUNCER.example:80")], false, true),
+            (vec![("host", "bouncer.example:443"), ("origin", "https://bouncer.example")], false, true),
+            (vec![host, ("origin", "https://app.example")], false, true), // an allowed host
+            (vec![host, ("origin", "https://evil.bouncer.example")], false, false),
+            (vec![host, ("origin", "https://bouncer.example:8443")], false, false),
+            (vec![host, ("origin", "null")], false, false),
+            (vec![("origin", "https://bouncer.example")], false, false), // no Host to match
+            (
+                vec![
+                    ("host", "10.0.0.2:8080"),
+                    ("x-forwarded-host", "bouncer.example"),
+                    ("origin", "https://bouncer.example"),
+                ],
+                true,
+                true,
+            ),
+            (
+                vec![
+                    ("host", "10.0.0.2:8080"),
+                    ("x-forwarded-host", "bouncer.example"),
+                    ("origin", "https://bouncer.example"),
+                ],
+                false,
+                false,
+            ),
+            (vec![host, ("x-forwarded-host", "evil.example"), ("origin", "https://evil.example")], false, false),
+        ] {
+            assert_eq!(same_origin(&headers(&pairs), trusted, &allowed), ok, "{pairs:?} trusted={trusted}");
+        }
+    }
 
     #[test]
     fn only_local_paths_are_followed_after_login() {

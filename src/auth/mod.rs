@@ -214,7 +214,9 @@ impl FromRequestParts<AppState> for Caller {
                 Some(token) => {
                     // Django's rule: a request the session cookie authenticates must prove it
                     // comes from our own pages before it may change anything.
-                    if cookies::is_unsafe(&parts.method) && !cookies::csrf_ok(&parts.headers, None) {
+                    if cookies::is_unsafe(&parts.method)
+                        && !cookies::csrf_passes(&parts.headers, None, cookies::peer_trusted(parts, state), state)
+                    {
                         return Err(ApiError::CsrfFailed);
                     }
                     sessions::authenticate(state, token, quiet).await?
@@ -308,6 +310,8 @@ pub struct ClientMeta {
     pub user_agent: Option<String>,
     /// Cookies set in the response must be `Secure`.
     pub secure: bool,
+    /// The peer is a trusted proxy (`BOUNCER_TRUSTED_PROXIES`), whose `X-Forwarded-*` count.
+    pub peer_trusted: bool,
 }
 
 impl FromRequestParts<AppState> for ClientMeta {
@@ -321,8 +325,9 @@ impl FromRequestParts<AppState> for ClientMeta {
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(512).collect());
-        let secure = cookies::secure(&parts.headers, cookies::peer_trusted(parts, state), state);
-        Ok(ClientMeta { ip: ip.map(|ip| ip.to_string()), user_agent, secure })
+        let peer_trusted = cookies::peer_trusted(parts, state);
+        let secure = cookies::secure(&parts.headers, peer_trusted, state);
+        Ok(ClientMeta { ip: ip.map(|ip| ip.to_string()), user_agent, secure, peer_trusted })
     }
 }
 

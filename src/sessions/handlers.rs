@@ -252,7 +252,7 @@ async fn login(
         }
         LoginInput::Form(fields) => {
             let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-            if !cookies::csrf_ok(&headers, field(cookies::CSRF_FIELD)) {
+            if !cookies::csrf_passes(&headers, field(cookies::CSRF_FIELD), meta.peer_trusted, &state) {
                 return Err(ApiError::CsrfFailed);
             }
             let mut errors = Errors::default();
@@ -325,7 +325,7 @@ async fn logout(State(state): State<AppState>, meta: ClientMeta, headers: Header
         Some(Credentials::Token(token)) => token,
         None => {
             let token = cookies::cookie(&headers, cookies::SESSION_COOKIE).ok_or(ApiError::NotAuthenticated)?;
-            if !cookies::csrf_ok(&headers, None) {
+            if !cookies::csrf_passes(&headers, None, meta.peer_trusted, &state) {
                 return Err(ApiError::CsrfFailed);
             }
             token.to_owned()

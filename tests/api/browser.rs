@@ -96,6 +96,33 @@ db_test!(unsafe_requests_authenticated_by_the_cookie_need_the_csrf_token, |app| 
         )
         .await;
     assert_eq!(accepted.status, StatusCode::OK, "{accepted:?}");
+    // The right token is not enough from another site: a browser's Origin must be this
+    // site's Host (a sibling subdomain can plant a csrftoken cookie, not an Origin).
+    let with_csrf = [("cookie", cookie.as_str()), ("x-csrftoken", new_csrf.as_str()), ("host", "bouncer.example")];
+    for (origin, status) in [
+        ("https://evil.bouncer.example", StatusCode::FORBIDDEN),
+        ("null", StatusCode::FORBIDDEN),
+        ("https://bouncer.example", StatusCode::OK),
+    ] {
+        let headers = [&with_csrf[..], &[("origin", origin)]].concat();
+        let patch = Some(json!({"AUTH_TOKEN_PER_USER": 3}));
+        let response = app.send_with(Method::PATCH, "/api/v2/settings/authentication/", None, patch, &headers).await;
+        assert_eq!(response.status, status, "Origin {origin}: {response:?}");
+        if status == StatusCode::FORBIDDEN {
+            let logout = app.send_with(Method::POST, "/api/logout/", None, None, &headers).await;
+            assert_eq!((response.reason(), logout.reason()), ("csrf_failed", "csrf_failed"), "Origin {origin}");
+        }
+    }
+    // ... and the form login's too.
+    let form = format!("username={ADMIN}&password=correct+horse+battery&csrfmiddlewaretoken={csrf}");
+    let request = Request::post("/api/login/")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("csrftoken={csrf}"))
+        .header("host", "bouncer.example")
+        .header("origin", "https://evil.example")
+        .body(Body::from(form))
+        .unwrap();
+    assert_eq!(app.raw(request).await.reason(), "csrf_failed");
     // A header-authenticated request needs no CSRF token.
     let bearer = app.admin_token().await;
     assert_eq!(app.patch_settings(json!({"AUTH_TOKEN_PER_USER": 4})).await.status, StatusCode::OK);

@@ -188,8 +188,15 @@ async fn form_login(nginx: &str, login_path: &str, username: &str) -> (String, S
     ])
     .unwrap();
     let cookie = format!("csrftoken={csrf}");
-    let headers =
-        [("Accept", "text/html"), ("Cookie", cookie.as_str()), ("Content-Type", "application/x-www-form-urlencoded")];
+    // A browser names the page's origin with every form post; Bouncer checks it against the
+    // Host nginx passes on.
+    let origin = format!("http://{nginx}");
+    let headers = [
+        ("Accept", "text/html"),
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", origin.as_str()),
+    ];
     let posted = send(nginx, "POST", "/api/login/", &headers, &form).await;
     assert_eq!(posted.status, 303, "{posted:?}");
     let session = posted.cookie("bouncer_session").expect("the form login sets the session cookie");
@@ -261,6 +268,21 @@ async fn nginx_lets_only_live_sessions_through_and_says_why_it_refuses() {
     // The login page, through nginx, then the form: back to the page asked for, as alice.
     let login_path = to_login.split_once(&origin).map_or(to_login.as_str(), |(_, path)| path);
     let (back, browser) = form_login(&origin, login_path, "alice").await;
+    // The same form posted from another site is refused, its token right or not.
+    let forged = send(
+        &origin,
+        "POST",
+        "/api/login/",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", "csrftoken=planted"),
+            ("Origin", "http://evil.example"),
+        ],
+        "csrfmiddlewaretoken=planted&username=alice&password=x",
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{forged:?}");
+    assert!(forged.body.contains("csrf_failed"), "{forged:?}");
     assert_eq!(back, REPORT);
     let through = send(&origin, "GET", &back, &[("Cookie", &browser), ("X-Auth-User", "admin")], "").await;
     assert_eq!(through.status, 200, "{through:?}{}", context());

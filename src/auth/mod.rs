@@ -217,6 +217,9 @@ impl FromRequestParts<AppState> for Caller {
                     if cookies::is_unsafe(&parts.method)
                         && !cookies::csrf_passes(&parts.headers, None, cookies::peer_trusted(parts, state), state)
                     {
+                        // A cookie whose session has ended is told why, as every request
+                        // with it is; looked at quietly, so a forged request moves no timer.
+                        sessions::authenticate(state, token, true).await?;
                         return Err(ApiError::CsrfFailed);
                     }
                     sessions::authenticate(state, token, quiet).await?

@@ -138,6 +138,9 @@ db_test!(unsafe_requests_authenticated_by_the_cookie_need_the_csrf_token, |app| 
     assert!(set_cookies(&out).iter().any(|c| c.starts_with("bouncer_session=;") && c.contains("Max-Age=0")));
     let after = app.send_with(Method::GET, "/api/v2/me/", None, None, &[("cookie", &cookie)]).await;
     assert_eq!(after.reason(), "logged_out");
+    // A write with that dead cookie is told why it is dead, CSRF token or not.
+    let dead = app.send_with(Method::DELETE, "/api/v2/me/sessions/1/", None, None, &[("cookie", &cookie)]).await;
+    assert_eq!((dead.status, dead.reason()), (StatusCode::UNAUTHORIZED, "logged_out"), "{dead:?}");
 });
 
 #[tokio::test]

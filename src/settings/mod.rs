@@ -8,8 +8,8 @@ mod store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
@@ -146,6 +146,8 @@ pub struct Settings {
     pub conf_dir: Option<PathBuf>,
     /// The database's settings version this snapshot reflects (see `watch`).
     version: AtomicI64,
+    /// One install at a time (they are rare), so that the version and the snapshot agree.
+    installing: Mutex<()>,
 }
 
 impl Settings {
@@ -155,6 +157,7 @@ impl Settings {
             files: ArcSwap::from_pointee(files),
             conf_dir,
             version: AtomicI64::new(version),
+            installing: Mutex::new(()),
         })
     }
 
@@ -166,18 +169,47 @@ impl Settings {
         self.files.load_full()
     }
 
-    /// Installs new layers; returns the snapshots before and after.
+    /// Installs new layers; returns the snapshots before and after. Stored values read at
+    /// an older version than the one installed (a watcher's read that a write on this
+    /// instance overtook) are stale and give way to the installed ones; new files still
+    /// apply.
     pub fn install(&self, stored: &Stored, files: Option<FileLayer>, version: i64) -> (Arc<Snapshot>, Arc<Snapshot>) {
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = self.current();
+        let stored = if version >= self.version() { stored } else { before.stored() };
         if let Some(files) = files {
             self.files.store(Arc::new(files));
         }
         let after = Arc::new(Snapshot::build(stored, &self.files()));
-        let before = self.current.swap(after.clone());
+        self.current.store(after.clone());
         self.version.fetch_max(version, Ordering::SeqCst);
         (before, after)
     }
 
     pub fn version(&self) -> i64 {
         self.version.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(n: i64) -> Stored {
+        Stored::from([("AUTH_TOKEN_PER_USER".to_owned(), Value::from(n))])
+    }
+
+    #[test]
+    fn a_stale_read_installed_late_does_not_undo_a_newer_install() {
+        let settings = Settings::new(&limit(3), FileLayer::default(), None, 5);
+        // A write here installs version 6 ...
+        settings.install(&limit(2), None, 6);
+        // ... after which a watcher installs what it had read at version 5.
+        let (before, after) = settings.install(&limit(3), None, 5);
+        assert_eq!((before.per_user, after.per_user), (Some(2), Some(2)));
+        assert_eq!(settings.version(), 6);
+        // The same version read again, or a newer one, is installed.
+        assert_eq!(settings.install(&limit(4), None, 6).1.per_user, Some(4));
+        assert_eq!(settings.install(&limit(5), None, 7).1.per_user, Some(5));
     }
 }

@@ -65,12 +65,6 @@ pub fn wrap(api: Router, state: AppState) -> Router {
 }
 
 async fn handle(State(browse): State<Browse>, mut request: Request, next: Next) -> Response {
-    // The pages decide on `Secure` from the headers alone ([`secure`]): an
-    // `X-Forwarded-Proto` counts only from a trusted proxy, so drop anyone else's here. (The
-    // API behind ignores it from them anyway.)
-    if !cookies::peer_trusted_in(request.extensions(), &browse.state) {
-        request.headers_mut().remove("x-forwarded-proto");
-    }
     let path = request.uri().path();
     // Forward-auth and introspection answer proxies and programs, never a page.
     if !path.starts_with("/api/")
@@ -87,13 +81,19 @@ async fn handle(State(browse): State<Browse>, mut request: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let method = request.method().clone();
-    let mut response = if (method == Method::GET || method == Method::HEAD) && html {
-        page(&browse, request, next).await
-    } else if method == Method::POST && is_form {
-        form_post(&browse, request, next, html).await
-    } else {
+    let is_page = (method == Method::GET || method == Method::HEAD) && html;
+    let is_form_post = method == Method::POST && is_form;
+    if !is_page && !is_form_post {
         return next.run(request).await;
-    };
+    }
+    // The pages decide on `Secure` from the headers alone ([`secure`]): an
+    // `X-Forwarded-Proto` counts only from a trusted proxy, so drop anyone else's here. (The
+    // API behind ignores it from them anyway.)
+    if !cookies::peer_trusted_in(request.extensions(), &browse.state) {
+        request.headers_mut().remove("x-forwarded-proto");
+    }
+    let mut response =
+        if is_page { page(&browse, request, next).await } else { form_post(&browse, request, next, html).await };
     if response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html")) {
         secure_headers(response.headers_mut(), &browse.state);
     }

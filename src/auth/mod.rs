@@ -24,6 +24,7 @@ use crate::clock::{Micros, seconds_until};
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::{self, EndReason};
 use crate::users::{User, Username, store as users};
+use crate::with_db;
 
 pub const AUTH_TOKEN_TIMEOUT: HeaderName = HeaderName::from_static("auth-token-timeout");
 pub const SESSION_QUIET: &str = "x-session-quiet";
@@ -138,6 +139,8 @@ where
             lockout::begin(&state.db, &state.gates, state.clock.as_ref(), &username, &settings).await?;
         let attempt = Arc::new(attempt);
         let user_id = found.as_ref().map(|(id, _, _)| *id);
+        let outdated =
+            found.as_ref().map(|(_, hash, _)| hash).filter(|hash| state.passwords.needs_rehash(hash)).cloned();
         let checked = async {
             let matches = place.verify(&password, found.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
             Ok::<_, ApiError>(found.filter(|(_, _, active)| *active && matches).map(|(id, _, _)| id))
@@ -147,6 +150,9 @@ where
             let then = then(state.clone(), id, attempt.clone()).await;
             if !attempt.is_recorded() {
                 attempt.finish(&state.db, state.clock.now(), Some(true)).await?;
+            }
+            if let Some(outdated) = outdated {
+                tokio::spawn(upgrade_hash(state.clone(), id, outdated, password).in_current_span());
             }
             return Ok((id, then));
         }
@@ -165,6 +171,34 @@ where
         Err(checked.err().unwrap_or(ApiError::InvalidCredentials))
     };
     tokio::spawn(check.in_current_span()).await.map_err(|err| ApiError::Internal(err.into()))?
+}
+
+/// Re-hashes a user's password with the current argon2 parameters once a login has proved
+/// it, when it was stored with others (as Django does): raising `BOUNCER_ARGON2_*` reaches
+/// every user at their next login, and users hashed with other costs stop taking a
+/// different time to check than unknown ones. Off the login's path and best effort: with
+/// the hasher's queue full it waits for the next login, and a password changed meanwhile
+/// wins (the update applies only to the hash it replaces).
+async fn upgrade_hash(state: AppState, user_id: i64, outdated: String, password: String) {
+    let Ok(place) = state.passwords.reserve() else { return };
+    let hash = match place.hash(&password).await {
+        Ok(hash) => hash,
+        Err(err) => return tracing::warn!(user_id, %err, "password hash upgrade failed"),
+    };
+    let updated = with_db!(&state.db, |pool| {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+            .bind(&hash)
+            .bind(user_id)
+            .bind(&outdated)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+    });
+    match updated {
+        Ok(1) => tracing::info!(user_id, "password hash upgraded to the current argon2 parameters"),
+        Ok(_) => {} // changed meanwhile
+        Err(err) => tracing::warn!(user_id, %err, "password hash upgrade failed"),
+    }
 }
 
 /// [`check_password`] for HTTP Basic, which logs its failures (a success would be a line

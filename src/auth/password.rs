@@ -99,6 +99,21 @@ impl Passwords {
             .map_err(|_| Busy)
     }
 
+    /// Whether `stored` (a PHC string) was hashed otherwise than a new hash would be: another
+    /// algorithm, version or cost. A login that proves the password then upgrades it
+    /// ([`crate::auth::check_password_then`]).
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else { return false };
+        let current = self.argon2.params();
+        let algorithm = matches!(Algorithm::try_from(parsed.algorithm.as_str()), Ok(Algorithm::Argon2id));
+        let version = matches!(parsed.version.map(Version::try_from).transpose(), Ok(Some(Version::V0x13)));
+        let costs = Params::try_from(&parsed).is_ok_and(|params| {
+            (params.m_cost(), params.t_cost(), params.p_cost())
+                == (current.m_cost(), current.t_cost(), current.p_cost())
+        });
+        !(algorithm && version && costs)
+    }
+
     /// Hashes `password` with the current parameters, in a place of its own.
     pub async fn hash(self: &Arc<Self>, password: &str) -> anyhow::Result<String> {
         self.reserve()?.hash(password).await
@@ -419,6 +434,26 @@ mod tests {
         )
         .unwrap();
         assert!(!verify_in_place(b"anything", &tampered));
+    }
+
+    #[test]
+    fn a_hash_made_otherwise_than_a_new_one_needs_redoing() {
+        let config = Argon2Config { memory_kib: 64, iterations: 1, parallelism: 1, max_concurrent: 1, max_queued: 1 };
+        let passwords = Passwords::new(config).unwrap();
+        let hash = |algorithm, version, m, t| {
+            let params = Params::new(m, t, 1, None).unwrap();
+            Argon2::new(algorithm, version, params).hash_password(b"pw").unwrap().to_string()
+        };
+        assert!(!passwords.needs_rehash(&hash(Algorithm::Argon2id, Version::V0x13, 64, 1)));
+        for outdated in [
+            hash(Algorithm::Argon2id, Version::V0x13, 128, 1),
+            hash(Algorithm::Argon2id, Version::V0x13, 64, 2),
+            hash(Algorithm::Argon2i, Version::V0x13, 64, 1),
+            hash(Algorithm::Argon2id, Version::V0x10, 64, 1),
+        ] {
+            assert!(passwords.needs_rehash(&outdated), "{outdated}");
+        }
+        assert!(!passwords.needs_rehash("not a PHC string"), "nothing to upgrade from");
     }
 
     #[tokio::test]

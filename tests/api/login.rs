@@ -139,3 +139,41 @@ db_test!(a_login_records_where_it_came_from, |app| {
     let me = app.me(response.body["token"].as_str().unwrap()).await;
     assert!(me.body["last_login"].is_string());
 });
+
+/// alice's stored password hash.
+async fn hash_of(app: &TestApp, user: i64) -> String {
+    bouncer::with_db!(&app.state.db, |pool| {
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(user).fetch_one(pool).await.unwrap()
+    })
+}
+
+db_test!(a_login_upgrades_a_password_hashed_with_other_argon2_costs, |app| {
+    use argon2::password_hash::PasswordHasher;
+    let alice = app.create_user("alice").await;
+    // alice's password as a Bouncer with other argon2 costs stored it.
+    let params = argon2::Params::new(128, 2, 1, None).unwrap();
+    let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let old = argon2.hash_password(PASSWORD.as_bytes()).unwrap().to_string();
+    bouncer::with_db!(&app.state.db, |pool| {
+        let update = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2");
+        update.bind(&old).bind(alice).execute(pool).await.unwrap().rows_affected()
+    });
+    assert!(app.state.passwords.needs_rehash(&old));
+    // A wrong password proves nothing and upgrades nothing.
+    assert_eq!(app.login("alice", "wrong password").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(hash_of(&app, alice).await, old);
+    // The right one logs in, and the hash is redone with the current costs beside the login.
+    assert_eq!(app.login("alice", PASSWORD).await.status, StatusCode::OK);
+    let mut new = hash_of(&app, alice).await;
+    for _ in 0..200 {
+        if new != old {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        new = hash_of(&app, alice).await;
+    }
+    assert!(new.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{new}");
+    assert!(!app.state.passwords.needs_rehash(&new));
+    assert_eq!(app.login("alice", PASSWORD).await.status, StatusCode::OK);
+    assert_eq!(hash_of(&app, alice).await, new, "an up-to-date hash stays");
+});

@@ -56,7 +56,8 @@ macro_rules! expire_sessions {
                     None::<i64>,
                     max_age,
                     user,
-                    $batch
+                    $batch,
+                    settings.token_expiration
                 )?,
                 None => Vec::new(),
             };
@@ -85,16 +86,20 @@ pub const END_ALL_OVER_LIMIT: &str = end_sql!(
 
 /// Idle sessions. `$1` now, `$4` idle timeout, `$5` max age (0 = off), `$6` one user or
 /// NULL for all, `$7` batch size. A session is idle-ended when its idle end comes no later
-/// than its absolute end; it ended at `last_used_at + $4`.
+/// than its absolute end; it ended at `last_used_at + $4`. (`ended_at IS NULL` outside the
+/// subquery too: on PostgreSQL a row another transaction ended meanwhile is re-checked
+/// against the outer condition only, and must not end twice.)
 pub const END_IDLE: &str = "UPDATE sessions SET ended_at = last_used_at + $4, end_reason = $2, ended_by = $3 \
-    WHERE id IN (SELECT id FROM sessions WHERE ended_at IS NULL AND last_used_at <= $1 - $4 \
+    WHERE ended_at IS NULL AND id IN (SELECT id FROM sessions WHERE ended_at IS NULL AND last_used_at <= $1 - $4 \
     AND ($5 = 0 OR last_used_at + $4 <= created_at + $5) AND ($6 IS NULL OR user_id = $6) LIMIT $7) \
     RETURNING id, user_id";
-/// Sessions past their absolute lifetime. `$1` now, `$4` max age (> 0), `$5` one user or
-/// NULL, `$6` batch size; they ended at `created_at + $4`.
+/// Sessions past their absolute lifetime whose absolute end comes before their idle end
+/// (the others are [`END_IDLE`]'s, even when a batch has left them for the next). `$1` now,
+/// `$4` max age (> 0), `$5` one user or NULL, `$6` batch size, `$7` idle timeout; they ended
+/// at `created_at + $4`.
 pub const END_OVER_AGE: &str = "UPDATE sessions SET ended_at = created_at + $4, end_reason = $2, ended_by = $3 \
-    WHERE id IN (SELECT id FROM sessions WHERE ended_at IS NULL AND created_at <= $1 - $4 \
-    AND ($5 IS NULL OR user_id = $5) LIMIT $6) \
+    WHERE ended_at IS NULL AND id IN (SELECT id FROM sessions WHERE ended_at IS NULL AND created_at <= $1 - $4 \
+    AND created_at + $4 < last_used_at + $7 AND ($5 IS NULL OR user_id = $5) LIMIT $6) \
     RETURNING id, user_id";
 
 /// The columns a new session is written with.

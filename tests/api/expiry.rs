@@ -121,3 +121,37 @@ db_test!(the_session_list_shows_expired_sessions_as_ended_with_their_reason, |ap
     assert!(sessions[0]["ended_at"].is_string());
     assert!(sessions[0]["expires"].is_null());
 });
+
+db_test!(an_expiry_larger_than_a_batch_gives_each_session_the_end_that_came_first, |app| {
+    let alice = app.create_user("alice").await;
+    app.set(json!({"AUTH_TOKEN_EXPIRATION": 60, "AUTH_TOKEN_MAX_AGE": 120})).await;
+    // More sessions than one batch (1000), all unused since their login: each one's idle end
+    // (60 s) comes before its absolute end (120 s).
+    let now = app.state.clock.now();
+    bouncer::with_db!(&app.state.db, |pool| {
+        let mut tx = pool.begin().await.unwrap();
+        for i in 0..1500 {
+            sqlx::query("INSERT INTO sessions (user_id, token_hash, created_at, last_used_at) VALUES ($1, $2, $3, $3)")
+                .bind(alice)
+                .bind(format!("seeded {i}").into_bytes())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    });
+    app.advance(200);
+    bouncer::sessions::sweeper::sweep(&app.state).await.unwrap();
+    let reasons: Vec<(String, i64, i64)> = bouncer::with_db!(&app.state.db, |pool| {
+        sqlx::query_as(
+            "SELECT end_reason, COUNT(*), MAX(ended_at - last_used_at) FROM sessions WHERE user_id = $1 \
+             GROUP BY end_reason",
+        )
+        .bind(alice)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!(reasons, [("timeout_reached".to_owned(), 1500, 60_000_000)]);
+});

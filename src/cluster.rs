@@ -59,6 +59,8 @@ async fn listen(state: &AppState, pool: &sqlx::PgPool) -> Result<(), sqlx::Error
     // Anything announced while we were not listening: settings, and sessions that ended
     // (the session cache starts again).
     state.events.cache().clear();
+    // ... and the event streams look their own sessions up again.
+    state.events.resync();
     let _ = refresh_if_changed(state).await;
     let mut poll = tokio::time::interval(Duration::from_secs(5));
     loop {

@@ -32,6 +32,9 @@ pub struct Events {
     instance: i64,
     pg: Option<sqlx::PgPool>,
     cache: Arc<SessionCache>,
+    /// Bumped when events may have been missed (the PostgreSQL listener reconnected): every
+    /// event stream then looks its own session up again.
+    resync: Arc<tokio::sync::watch::Sender<u64>>,
     /// Sessions ended by this instance, by reason (`EndReason as usize`), for the metrics.
     /// Endings heard from other instances are not counted: they count them.
     ended_counts: Arc<[AtomicU64; EndReason::ALL.len()]>,
@@ -57,6 +60,7 @@ impl Events {
             cache: Arc::new(cache),
             ended_counts: Arc::default(),
             local: broadcast::channel(4096).0,
+            resync: Arc::new(tokio::sync::watch::channel(0).0),
             instance: i64::from_le_bytes(crate::auth::token::random_bytes::<8>()),
             pg: match db {
                 Db::Postgres(pool) => Some(pool.clone()),
@@ -79,6 +83,16 @@ impl Events {
 
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEnded> {
         self.local.subscribe()
+    }
+
+    /// Tells every event stream that events may have been missed ([`Events::resyncs`]).
+    pub fn resync(&self) {
+        self.resync.send_modify(|generation| *generation += 1);
+    }
+
+    /// What an event stream watches for [`Events::resync`].
+    pub fn resyncs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.resync.subscribe()
     }
 
     /// Announces sessions that have just ended (after their transaction committed).

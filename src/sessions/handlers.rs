@@ -545,52 +545,69 @@ async fn my_events(
     let user_id = caller.user.id;
     let own = caller.session.map(|s| s.id);
     let receiver = state.events.subscribe();
+    let resync = state.events.resyncs();
     // Subscribed: now look once whether our session ended in between, so no end is missed.
-    let already: Option<SessionEnded> = match own {
-        Some(id) => {
-            let reason: Option<Option<String>> = with_db!(&state.db, |pool| {
-                sqlx::query_scalar(super::store::END_REASON).bind(id).fetch_optional(pool).await
-            })
-            .unwrap_or(None);
-            reason.flatten().as_deref().and_then(EndReason::from_code).map(|reason| SessionEnded {
-                session_id: id,
-                user_id: Some(user_id),
-                reason,
-                detail: reason.detail(),
-            })
+    let already = own_end(&state, own, user_id).await;
+    let listening = Listening { receiver, resync, first: already, done: false, closing: state.closing.clone() };
+    let stream = futures_util::stream::unfold(listening, move |mut listening| {
+        let state = state.clone();
+        async move {
+            if listening.done || *listening.closing.borrow() {
+                return None;
+            }
+            let event = match listening.first.take() {
+                Some(event) => event,
+                None => loop {
+                    tokio::select! {
+                        received = listening.receiver.recv() => match received {
+                            Ok(event) if event.user_id == Some(user_id) => break event,
+                            Ok(_) => continue,
+                            // Events were dropped (a burst of thousands of endings outran this
+                            // stream): its own session's may have been among them.
+                            Err(RecvError::Lagged(_)) => match own_end(&state, own, user_id).await {
+                                Some(event) => break event,
+                                None => continue,
+                            },
+                            Err(RecvError::Closed) => return None,
+                        },
+                        // Notices from other instances may have been missed (the listener
+                        // reconnected): look again too.
+                        changed = listening.resync.changed() => match changed {
+                            Ok(()) => match own_end(&state, own, user_id).await {
+                                Some(event) => break event,
+                                None => continue,
+                            },
+                            Err(_) => return None,
+                        },
+                        // The server is shutting down: end the stream (the page reconnects).
+                        _ = listening.closing.changed() => return None,
+                    }
+                },
+            };
+            listening.done = Some(event.session_id) == own;
+            let sse = Event::default().event("session_ended").json_data(&event).unwrap_or_default();
+            Some((Ok(sse), listening))
         }
-        None => None,
-    };
-    let listening = Listening { receiver, first: already, done: false, closing: state.closing.clone() };
-    let stream = futures_util::stream::unfold(listening, move |mut listening| async move {
-        if listening.done || *listening.closing.borrow() {
-            return None;
-        }
-        let event = match listening.first.take() {
-            Some(event) => event,
-            None => loop {
-                tokio::select! {
-                    received = listening.receiver.recv() => match received {
-                        Ok(event) if event.user_id == Some(user_id) => break event,
-                        Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                        Err(RecvError::Closed) => return None,
-                    },
-                    // The server is shutting down: end the stream (the page reconnects).
-                    _ = listening.closing.changed() => return None,
-                }
-            },
-        };
-        listening.done = Some(event.session_id) == own;
-        let sse = Event::default().event("session_ended").json_data(&event).unwrap_or_default();
-        Some((Ok(sse), listening))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The event for the stream's own session when it has ended (read from the database).
+async fn own_end(state: &AppState, own: Option<i64>, user_id: i64) -> Option<SessionEnded> {
+    let id = own?;
+    let reason: Option<Option<String>> = with_db!(&state.db, |pool| {
+        sqlx::query_scalar(super::store::END_REASON).bind(id).fetch_optional(pool).await
+    })
+    .unwrap_or(None);
+    let reason = reason.flatten().as_deref().and_then(EndReason::from_code)?;
+    Some(SessionEnded { session_id: id, user_id: Some(user_id), reason, detail: reason.detail() })
 }
 
 /// Where an event stream stands: its subscription, an event to send first, whether its own
 /// session has ended, and the server's shutdown signal.
 struct Listening {
     receiver: tokio::sync::broadcast::Receiver<SessionEnded>,
+    resync: tokio::sync::watch::Receiver<u64>,
     first: Option<SessionEnded>,
     done: bool,
     closing: tokio::sync::watch::Receiver<bool>,

@@ -409,3 +409,45 @@ async fn an_ended_session_reaches_the_event_stream_of_another_instance() {
     assert!(received.contains("\"reason\":\"logged_out\""), "{received}");
     listener.abort();
 }
+
+db_test!(an_event_stream_that_missed_events_looks_its_own_session_up_again, |app| {
+    use futures_util::StreamExt;
+    use tower::ServiceExt;
+    let alice = app.create_user("alice").await;
+    for missed in ["a burst it could not keep up with", "a resync"] {
+        let login = app.login("alice", PASSWORD).await;
+        let token = login.body["token"].as_str().unwrap().to_owned();
+        let session = login.body["session"]["id"].as_i64().unwrap();
+        let request =
+            Request::get("/api/v2/me/events/").header("authorization", format!("Bearer {token}")).body(Body::empty());
+        let response = app.router.clone().oneshot(request.unwrap()).await.unwrap();
+        let mut stream = response.into_body().into_data_stream();
+        // The session ends without its event reaching this stream: as if the event were
+        // among those a lagging stream drops, or a notice from another instance lost while
+        // the listener reconnected.
+        bouncer::with_db!(&app.state.db, |pool| {
+            sqlx::query("UPDATE sessions SET ended_at = $1, end_reason = 'revoked' WHERE id = $2")
+                .bind(app.state.clock.now())
+                .bind(session)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected()
+        });
+        if missed == "a resync" {
+            app.state.events.resync();
+        } else {
+            // More endings at once than the stream's buffer (4096), none of them alice's.
+            let others: Vec<(i64, Option<i64>)> = (0..5000).map(|i| (1_000_000 + i, Some(alice + 1000))).collect();
+            app.state.events.ended(&others, bouncer::sessions::EndReason::Revoked);
+        }
+        let mut received = String::new();
+        while !received.contains("\n\n") {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next()).await;
+            let chunk = next.unwrap_or_else(|_| panic!("after {missed}: no event")).unwrap().unwrap();
+            received.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(received.contains(&format!("\"session_id\":{session}")), "after {missed}: {received}");
+        assert!(received.contains("\"reason\":\"revoked\""), "after {missed}: {received}");
+    }
+});

@@ -116,17 +116,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::User(command)) => {
             let db = connect(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
-            user_command(&state, command).await
+            let done = user_command(&state, command).await;
+            state.events.flush().await;
+            done
         }
         Some(Command::Settings(command)) => {
             let db = connect(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
-            settings_command(&state, command).await
+            let done = settings_command(&state, command).await;
+            state.events.flush().await;
+            done
         }
         Some(Command::Sessions(command)) => {
             let db = connect(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
-            sessions_command(&state, command).await
+            let done = sessions_command(&state, command).await;
+            state.events.flush().await;
+            done
         }
         Some(Command::Serve(serve)) => run_server(&cli.db, &serve).await,
         None => {

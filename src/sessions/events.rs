@@ -4,7 +4,7 @@
 //! every change to a user, also reaches the session cache of every instance.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -35,6 +35,8 @@ pub struct Events {
     /// Bumped when events may have been missed (the PostgreSQL listener reconnected): every
     /// event stream then looks its own session up again.
     resync: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Notices on their way to the other instances ([`Events::flush`]).
+    in_flight: Arc<InFlight>,
     /// Sessions ended by this instance, by reason (`EndReason as usize`), for the metrics.
     /// Endings heard from other instances are not counted: they count them.
     ended_counts: Arc<[AtomicU64; EndReason::ALL.len()]>,
@@ -61,6 +63,7 @@ impl Events {
             ended_counts: Arc::default(),
             local: broadcast::channel(4096).0,
             resync: Arc::new(tokio::sync::watch::channel(0).0),
+            in_flight: Arc::default(),
             instance: i64::from_le_bytes(crate::auth::token::random_bytes::<8>()),
             pg: match db {
                 Db::Postgres(pool) => Some(pool.clone()),
@@ -119,7 +122,7 @@ impl Events {
                     e: chunk.iter().map(|&(s, u)| (s, u, reason.code().to_owned())).collect(),
                     u: Vec::new(),
                 };
-                send(pool, serde_json::to_string(&notice).expect("a notice serialises"));
+                self.send(pool, serde_json::to_string(&notice).expect("a notice serialises"));
             }
         }
     }
@@ -129,7 +132,7 @@ impl Events {
     pub fn user_changed(&self, user_id: i64) {
         self.user_changed_here(user_id);
         if let (Some(pool), Some(notice)) = (&self.pg, self.user_changed_notice(user_id)) {
-            send(pool, notice);
+            self.send(pool, notice);
         }
     }
 
@@ -177,14 +180,44 @@ impl Events {
     }
 }
 
-/// Sends a notice's `payload` to the other instances. Fire and forget: what it announces is
-/// committed; a lost notice is made up for by the cache's time to live and the pages' quiet
-/// checks.
-fn send(pool: &sqlx::PgPool, payload: String) {
-    let pool = pool.clone();
-    tokio::spawn(async move {
-        if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&pool).await {
-            tracing::warn!(error = %err, "cannot announce to other instances");
+/// Notices being sent, and a signal when the last one is out.
+#[derive(Debug, Default)]
+struct InFlight {
+    count: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl Events {
+    /// Sends a notice's `payload` to the other instances. Fire and forget: what it announces
+    /// is committed; a lost notice is made up for by the cache's time to live, the streams'
+    /// look at their own session when the listener reconnects, and the pages' quiet checks.
+    fn send(&self, pool: &sqlx::PgPool, payload: String) {
+        let pool = pool.clone();
+        let in_flight = Arc::clone(&self.in_flight);
+        in_flight.count.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&pool).await {
+                tracing::warn!(error = %err, "cannot announce to other instances");
+            }
+            if in_flight.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+                in_flight.done.notify_waiters();
+            }
+        });
+    }
+
+    /// Waits until every notice sent so far is out (or has failed). For a process about to
+    /// exit, the CLI: a notice still being sent when the runtime stops is dropped with it,
+    /// and the servers' event streams would never hear of what the command ended.
+    pub async fn flush(&self) {
+        loop {
+            let done = self.in_flight.done.notified();
+            tokio::pin!(done);
+            // Registered before the count is read, so the last notice's signal cannot slip by.
+            done.as_mut().enable();
+            if self.in_flight.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
         }
-    });
+    }
 }

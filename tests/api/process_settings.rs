@@ -594,3 +594,34 @@ async fn the_sessions_cli_lists_and_revokes_and_a_running_server_refuses_the_rev
     assert_eq!(revokes.len(), 2, "{activity}");
     assert!(revokes.iter().all(|e| e["origin"] == json!("cli")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_cli_announces_the_sessions_it_ends_before_it_exits() {
+    let Some(database) =
+        crate::helpers::TestDatabase::create("process_settings::on_postgres_the_cli_announces_the_sessions_it_ends")
+            .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &database.url, None).await;
+    let (status, body) = login(&server.addr, ADMIN).await;
+    assert_eq!(status, 200, "{body}");
+    let session = body["session"]["id"].as_i64().unwrap();
+    // What the running servers hear: the channel their event streams and caches listen on.
+    let mut listener = sqlx::postgres::PgListener::connect(&database.url).await.unwrap();
+    listener.listen(bouncer::sessions::EVENTS_CHANNEL).await.unwrap();
+    let out = cli(dir.path(), &database.url, &["sessions", "revoke", &session.to_string()]).await;
+    assert!(out.success, "{} {}", out.stdout, out.stderr);
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let notice = listener.recv().await.unwrap();
+            if notice.payload().contains(&format!("[{session},")) {
+                return notice.payload().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the CLI's notice of the revocation reaches the servers");
+    assert!(heard.contains("\"revoked\""), "{heard}");
+}

@@ -114,21 +114,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::User(command)) => {
-            let db = connect(&cli.db).await?;
+            let db = connect_existing(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
             let done = user_command(&state, command).await;
             state.events.flush().await;
             done
         }
         Some(Command::Settings(command)) => {
-            let db = connect(&cli.db).await?;
+            let db = connect_existing(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
             let done = settings_command(&state, command).await;
             state.events.flush().await;
             done
         }
         Some(Command::Sessions(command)) => {
-            let db = connect(&cli.db).await?;
+            let db = connect_existing(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
             let done = sessions_command(&state, command).await;
             state.events.flush().await;
@@ -166,6 +166,23 @@ async fn connect(args: &DbArgs) -> anyhow::Result<Db> {
         .with_context(|| format!("cannot open the database {}", redact_url(&args.database_url)))?;
     db.migrate().await.context("cannot apply the database migrations")?;
     Ok(db)
+}
+
+/// [`connect`] for the commands that work on a server's data (`user`, `settings`,
+/// `sessions`): a SQLite file that does not exist is an error, not a new empty database (a
+/// command run in the wrong directory would otherwise create one and report success).
+async fn connect_existing(args: &DbArgs) -> anyhow::Result<Db> {
+    if let Ok(options) = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&args.database_url)
+        && args.database_url.starts_with("sqlite:")
+        && !args.database_url.contains(":memory:")
+        && !options.get_filename().exists()
+    {
+        anyhow::bail!(
+            "no database at {}: run this where the server runs, or set DATABASE_URL to its database (`bouncer migrate` creates a new one)",
+            options.get_filename().display()
+        );
+    }
+    connect(args).await
 }
 
 /// The URL without its password, for messages.

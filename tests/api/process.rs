@@ -28,6 +28,12 @@ fn cli(dir: &std::path::Path, args: &[&str], password: Option<&str>) -> std::pro
 #[test]
 fn the_cli_creates_lists_and_changes_users_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
+    // No database here yet: an admin command says so rather than making an empty one.
+    let nowhere = cli(dir.path(), &["user", "create", "alice", "--superuser"], Some("a good password"));
+    assert!(!nowhere.status.success());
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("no database at"), "{nowhere:?}");
+    assert!(!dir.path().join("cli.db").exists(), "no database was created");
+    assert!(cli(dir.path(), &["migrate"], None).status.success());
     let created = cli(dir.path(), &["user", "create", "alice", "--superuser"], Some("a good password"));
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     let again = cli(dir.path(), &["user", "create", "alice"], Some("a good password"));

@@ -346,6 +346,7 @@ async fn sighup_rereads_the_settings_directory_and_a_bad_file_keeps_the_values_i
 async fn the_cli_reads_changes_and_resets_settings_with_the_apis_validation_and_origin_cli() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
+    assert!(cli(dir.path(), &url, &["migrate"]).await.success);
     let defaults = json!({
         "AUTH_BASIC_ENABLED": true,
         "AUTH_LOGIN_FAILURE_LIMIT": 10,

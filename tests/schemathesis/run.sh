@@ -59,7 +59,9 @@ export BOUNCER_ARGON2_MEMORY_KIB=64 BOUNCER_ARGON2_ITERATIONS=1
 unset BOUNCER_CONF_DIR RUST_LOG BOUNCER_LOG_FORMAT
 cd "$WORK" # no ./conf.d here, so no settings file is picked up; schemathesis' own files land here
 
-# Lockout off before the server starts: the fuzzer fails many logins, some as `admin`.
+# Lockout off before the server starts: the fuzzer fails many logins, some as `admin`. (The
+# database first: the admin commands do not create one.)
+"$BIN" migrate >/dev/null || die "cannot create the database"
 "$BIN" settings set AUTH_LOGIN_FAILURE_LIMIT 0 >/dev/null || die "cannot set AUTH_LOGIN_FAILURE_LIMIT"
 
 BOUNCER_BIND=127.0.0.1:0 BOUNCER_ADMIN_USERNAME="$ADMIN" BOUNCER_ADMIN_PASSWORD="$ADMIN_PASSWORD" \

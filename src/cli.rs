@@ -116,6 +116,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::User(command)) => {
             let db = connect_existing(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
+            if matches!(command, UserCommand::Passwd { .. }) {
+                note_without_conf_dir(&state);
+            }
             let done = user_command(&state, command).await;
             state.events.flush().await;
             done
@@ -123,6 +126,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Settings(command)) => {
             let db = connect_existing(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
+            if !matches!(command, SettingsCommand::Get { .. }) {
+                note_without_conf_dir(&state);
+            }
             let done = settings_command(&state, command).await;
             state.events.flush().await;
             done
@@ -130,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Sessions(command)) => {
             let db = connect_existing(&cli.db).await?;
             let state = AppState::new(db, Config::new(&cli.db, None)?, Arc::new(SystemClock)).await?;
+            note_without_conf_dir(&state);
             let done = sessions_command(&state, command).await;
             state.events.flush().await;
             done
@@ -166,6 +173,18 @@ async fn connect(args: &DbArgs) -> anyhow::Result<Db> {
         .with_context(|| format!("cannot open the database {}", redact_url(&args.database_url)))?;
     db.migrate().await.context("cannot apply the database migrations")?;
     Ok(db)
+}
+
+/// Says, on standard error, when no settings directory is in sight (`BOUNCER_CONF_DIR`, or
+/// `./conf.d`): the command applies the stored settings (the idle timeout and the limit
+/// that decide which sessions have ended), and a server whose files define others would not.
+fn note_without_conf_dir(state: &AppState) {
+    if state.settings.conf_dir.is_none() {
+        eprintln!(
+            "note: no settings directory (BOUNCER_CONF_DIR, or ./conf.d here): settings defined in files \
+             are not applied by this command; run it with the server's environment if the server has them"
+        );
+    }
 }
 
 /// [`connect`] for the commands that work on a server's data (`user`, `settings`,

@@ -359,6 +359,7 @@ async fn the_cli_reads_changes_and_resets_settings_with_the_apis_validation_and_
     let get_all = async || {
         let out = cli(dir.path(), &url, &["settings", "get"]).await;
         assert!(out.success, "settings get: {}", out.stderr);
+        assert!(!out.stderr.contains("note:"), "reading the settings applies none: {}", out.stderr);
         serde_json::from_str::<Value>(&out.stdout)
             .unwrap_or_else(|e| panic!("settings get printed no JSON ({e}): {}", out.stdout))
     };
@@ -560,6 +561,8 @@ async fn the_sessions_cli_lists_and_revokes_and_a_running_server_refuses_the_rev
 
     let listed = cli(dir.path(), &url, &["sessions", "list", "--json"]).await;
     assert!(listed.success, "{}", listed.stderr);
+    // No conf.d in sight: the command says it applies the stored settings only.
+    assert!(listed.stderr.contains("note: no settings directory"), "{}", listed.stderr);
     let lines: Vec<Value> = listed.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.iter().map(|l| l["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids, "newest first");
     assert!(lines.iter().all(|l| l["username"] == json!(ADMIN) && l["end_reason"].is_null()));

@@ -204,16 +204,22 @@ async fn connect_existing(args: &DbArgs) -> anyhow::Result<Db> {
     connect(args).await
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password, for messages: none from the user info, and no query
+/// string (PostgreSQL takes `?password=` there too).
 fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, _)) => (base, "?…"),
+        None => (url, ""),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}://{}@{}", &url[..scheme], user, &url[at + 1..])
+            format!("{}://{}@{}", &base[..scheme], user, &base[at + 1..])
         }
-        _ => url.to_owned(),
-    }
+        _ => base.to_owned(),
+    };
+    format!("{base}{query}")
 }
 
 async fn run_server(db_args: &DbArgs, serve: &ServeArgs) -> anyhow::Result<()> {
@@ -494,13 +500,14 @@ async fn settings_command(state: &AppState, command: SettingsCommand) -> anyhow:
             let body = serde_json::Map::from_iter([(key, value)]);
             apply(state, &body).await?;
         }
-        SettingsCommand::Reset { key } => {
-            let keys: Vec<String> = match key {
-                Some(key) => vec![key],
-                None => snapshot.stored().keys().cloned().collect(),
-            };
-            let body = keys.into_iter().map(|k| (k, serde_json::Value::Null)).collect();
-            apply(state, &body).await?;
+        SettingsCommand::Reset { key: Some(key) } => {
+            apply(state, &serde_json::Map::from_iter([(key, serde_json::Value::Null)])).await?;
+        }
+        // Every stored value, as the API's DELETE does it (file-defined keys keep the file's).
+        SettingsCommand::Reset { key: None } => {
+            let (before, after) =
+                settings::reset_stored(state, &Actor::default(), Origin::Cli).await.map_err(describe)?;
+            print_changes(&before, &after);
         }
     }
     Ok(())
@@ -511,12 +518,31 @@ async fn apply(state: &AppState, body: &serde_json::Map<String, serde_json::Valu
     let changes = settings::parse_changes(body, &state.settings.current(), false).map_err(describe)?;
     let (before, after) =
         settings::apply_changes(state, &changes, &Actor::default(), Origin::Cli, "update").await.map_err(describe)?;
-    let diff = after.diff(&before);
+    print_changes(&before, &after);
+    Ok(())
+}
+
+/// `KEY: old -> new` for each effective value that changed, or "nothing changed".
+fn print_changes(before: &settings::Snapshot, after: &settings::Snapshot) {
+    let diff = after.diff(before);
     if diff.is_empty() {
         println!("nothing changed");
     }
     for (key, [old, new]) in diff {
         println!("{key}: {old} -> {new}");
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_database_url_in_a_message_shows_no_password() {
+        for (url, shown) in [
+            ("postgres://bouncer:secret@db:5432/bouncer", "postgres://bouncer@db:5432/bouncer"),
+            ("postgres://bouncer@db/bouncer?password=secret&sslmode=require", "postgres://bouncer@db/bouncer?…"),
+            ("sqlite://bouncer.db", "sqlite://bouncer.db"),
+        ] {
+            assert_eq!(super::redact_url(url), shown);
+        }
+    }
 }

@@ -214,10 +214,7 @@ async fn reset_settings(
 ) -> ApiResult<StatusCode> {
     check_slug(&slug)?;
     caller.require_superuser()?;
-    let snapshot = state.settings.current();
-    let changes =
-        SETTINGS.iter().filter(|def| snapshot.stored().contains_key(def.key)).map(|def| (def.key, None)).collect();
-    super::apply_changes(&state, &changes, &Actor::user(&caller.user), Origin::Api, "delete").await?;
+    super::reset_stored(&state, &Actor::user(&caller.user), Origin::Api).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

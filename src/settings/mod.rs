@@ -18,7 +18,7 @@ use crate::clock::{MICROS_PER_SECOND, Micros};
 pub use files::{FileErrors, FileLayer};
 pub use handlers::{metadata, parse_changes, router};
 pub use registry::{SETTINGS, SettingDef};
-pub use store::{CHANNEL, Origin, apply_changes, load_stored, reload, reload_files};
+pub use store::{CHANNEL, Origin, apply_changes, load_stored, reload, reload_files, reset_stored};
 
 /// What to do when a login would exceed the per-user limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -158,6 +158,22 @@ pub async fn apply_changes(
     Ok((before, after))
 }
 
+/// Resets every stored value to its default (the API's DELETE, `bouncer settings reset`),
+/// recorded as a `delete`. Keys that a file defines keep the file's value in force.
+pub async fn reset_stored(
+    state: &AppState,
+    actor: &Actor,
+    origin: Origin,
+) -> ApiResult<(Arc<Snapshot>, Arc<Snapshot>)> {
+    let snapshot = state.settings.current();
+    let changes = super::SETTINGS
+        .iter()
+        .filter(|def| snapshot.stored().contains_key(def.key))
+        .map(|def| (def.key, None))
+        .collect();
+    apply_changes(state, &changes, actor, origin, "delete").await
+}
+
 /// Re-reads the settings directory (SIGHUP). A bad file keeps the values in force and
 /// returns the problems; a good one installs the new values (and the stored ones, which
 /// may have moved too), records what the files changed with origin `file` and applies

@@ -440,6 +440,9 @@ async fn the_cli_reads_changes_and_resets_settings_with_the_apis_validation_and_
         assert_eq!(entry["origin"], json!("cli"), "{entry}");
         assert_eq!(entry["actor"], json!(null), "{entry}");
     }
+    // `settings reset` of everything is the API's DELETE, and recorded as one.
+    let operations: Vec<&Value> = entries.iter().map(|e| &e["operation"]).collect();
+    assert_eq!(operations, [&json!("delete"), &json!("update"), &json!("update"), &json!("update")]);
 }
 
 /// Two `bouncer serve` processes on one database: a change made through A is seen by B

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, Response};
+use axum::http::{HeaderName, HeaderValue, Response, header};
 use tracing::Span;
 use tracing::field::Empty;
 
@@ -117,7 +117,7 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The response of an observed request: gets its `X-Request-Id`, and is timed.
+    /// The response of an observed request: gets its `X-Request-Id` and `nosniff`, and is timed.
     pub struct Observed<F> {
         #[pin]
         inner: F,
@@ -142,6 +142,8 @@ where
             if let Some(id) = this.id.take() {
                 response.headers_mut().insert(X_REQUEST_ID, id.0);
             }
+            // No response is for a browser to sniff into something else (JSON as HTML, say).
+            response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             let template = this.route.0.get().map(MatchedPath::as_str);
             this.state.metrics.request(template, *this.method, response.status(), this.started.elapsed());
         }

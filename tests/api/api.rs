@@ -81,6 +81,22 @@ db_test!(bad_requests_get_the_json_error_shape_never_a_500, |app| {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 });
 
+db_test!(every_answer_tells_browsers_not_to_sniff_its_type, |app| {
+    let admin = app.admin_token().await;
+    for (path, token) in [
+        ("/api/v2/me/", Some(admin.as_str())),
+        ("/api/v2/me/", None),
+        ("/api/v2/nothing-here/", None),
+        ("/healthz", None),
+        ("/metrics", None),
+        ("/api/openapi.json", None),
+        ("/api/docs/", None),
+    ] {
+        let response = app.get(path, token).await;
+        assert_eq!(response.header("x-content-type-options"), Some("nosniff"), "{path} ({})", response.status);
+    }
+});
+
 db_test!(the_roots_link_to_the_resources, |app| {
     let root = app.get("/api/", None).await;
     assert_eq!(root.body["current_version"], json!("/api/v2/"));

@@ -191,9 +191,10 @@ fn note_without_conf_dir(state: &AppState) {
 /// `sessions`): a SQLite file that does not exist is an error, not a new empty database (a
 /// command run in the wrong directory would otherwise create one and report success).
 async fn connect_existing(args: &DbArgs) -> anyhow::Result<Db> {
-    if let Ok(options) = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&args.database_url)
-        && args.database_url.starts_with("sqlite:")
-        && !args.database_url.contains(":memory:")
+    let url = &args.database_url;
+    if url.starts_with("sqlite:")
+        && !url.contains(":memory:")
+        && let Ok(options) = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
         && !options.get_filename().exists()
     {
         anyhow::bail!(

@@ -140,7 +140,7 @@ db_test!(a_login_records_where_it_came_from, |app| {
     assert!(me.body["last_login"].is_string());
 });
 
-/// alice's stored password hash.
+/// The password hash stored for `user`.
 async fn hash_of(app: &TestApp, user: i64) -> String {
     bouncer::with_db!(&app.state.db, |pool| {
         sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(user).fetch_one(pool).await.unwrap()
